@@ -1,0 +1,59 @@
+# mejai — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install migrate demo worker mchat-worker bench lint fmt clean chromium
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
+
+demo: migrate
+	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_setup
+
+## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000
+run: demo
+	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v 0
+	@echo "mejai on http://localhost:$(PORT)  (Ctrl-C to stop)"
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) mejai.asgi:application
+
+## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
+test: install chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium for the browser tests (Playwright drives it with executable_path).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
+		else echo "chromium missing: sudo apt-get install chromium"; exit 1; fi; }
+
+worker: install
+	$(VENV)/bin/celery -A mejai worker --loglevel INFO
+
+mchat-worker: install
+	$(PY) manage.py mchat_worker
+
+bench: install
+	$(PY) bench/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+fmt: install
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,1 @@
+"""Realtime assistant models (none yet)."""

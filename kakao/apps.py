@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KakaoConfig(AppConfig):
+    name = "kakao"
+    verbose_name = "Kakao channel"

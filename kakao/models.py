@@ -1,0 +1,1 @@
+"""Kakao channel models (none yet)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MchatConfig(AppConfig):
+    name = "mchat"
+    verbose_name = "Mattermost (Mchat)"

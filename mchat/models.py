@@ -1,0 +1,1 @@
+"""Mattermost (Mchat) models (none yet)."""

@@ -1,0 +1,5 @@
+"""mejai: a multi-channel AI chat platform."""
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

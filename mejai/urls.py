@@ -1,0 +1,28 @@
+"""Top-level URLs: each app owns its own urls module (full paths, included at the root)."""
+
+import importlib.util
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from mejai import views
+from runtime import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/runtime/", include("runtime.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", views.home, name="home"),
+]
+
+# Channel apps mount their own pages and APIs (/widget.js, /api/widget/…, /kakao/skill, …).
+for _app in ("endusers", "widgets", "kakao", "mchat", "assistant"):
+    if importlib.util.find_spec(f"{_app}.urls"):
+        urlpatterns.insert(-1, path("", include(f"{_app}.urls")))
+
+handler404 = "mejai.views.not_found"
+handler500 = "mejai.views.server_error"

@@ -1,0 +1,81 @@
+"""Organization API keys: issued once in clear, stored as SHA-256, revocable; DRF authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from runtime.models import ApiKey, Organization
+
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_issue(*, organization: Organization, name: str) -> tuple[ApiKey, str]:
+    """Create a key; the clear key is returned this once and never stored."""
+    raw = ApiKey.PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(organization=organization, name=name, key_prefix=raw[:12], key_hash=api_key_hash(raw))
+    return key, raw
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+
+
+@dataclass
+class OrganizationPrincipal:
+    """request.user for calls made with an organization API key."""
+
+    organization: Organization
+    api_key: ApiKey | None = None
+    is_authenticated: bool = True
+    is_staff: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"api_key:{self.api_key.key_prefix}" if self.api_key else "organization"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer mj_sk_…`."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, raw = header.partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw.startswith(ApiKey.PREFIX):
+            return None  # not ours: another authenticator (e.g. a staff JWT) may take it
+        key = ApiKey.objects.select_related("organization").filter(key_hash=api_key_hash(raw)).first()
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        now = timezone.now()
+        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return OrganizationPrincipal(key.organization, key), key
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class HasOrganization(permissions.BasePermission):
+    """Authenticated with an organization API key (or a principal carrying an organization)."""
+
+    message = "An organization API key is required (Authorization: Bearer mj_sk_…)."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(getattr(request.user, "organization", None))

@@ -1,0 +1,108 @@
+"""The context builder: system prompt, end-user grounding, recent turns, page context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from runtime.models import PromptVersion, Session, Turn
+from runtime.text import tokens_estimate
+
+DEFAULT_SYSTEM_PROMPT = (
+    "당신은 고객을 돕는 친절한 AI 상담원입니다. 사용자의 언어로, 정확하고 간결하게 답하세요. "
+    "모르는 것은 모른다고 말하세요.\n"
+    "You are a helpful customer support assistant. Answer in the user's language, accurately and briefly."
+)
+
+
+@dataclass
+class Grounding:
+    """What an end-user provider knows about the person: profile facts and ranked memories."""
+
+    profile: dict = field(default_factory=dict)
+    memories: list[dict] = field(default_factory=list)  # [{"id", "text", "score"}]
+
+
+# Providers are registered by apps that know end users (endusers registers one in ready()).
+GroundingProvider = Callable[..., Grounding | None]
+_grounding_providers: list[GroundingProvider] = []
+
+
+def grounding_provider_register(provider: GroundingProvider) -> None:
+    if provider not in _grounding_providers:
+        _grounding_providers.append(provider)
+
+
+@dataclass
+class ConversationContext:
+    messages: list[dict]
+    prompt_version: PromptVersion | None
+    grounding: Grounding
+    history_turns: int
+
+
+def _system_prompt(session: Session) -> tuple[str, PromptVersion | None]:
+    agent = session.agent
+    if agent.prompt_id:
+        version = PromptVersion.objects.filter(template_id=agent.prompt_id, is_active=True).first()
+        if version:
+            return version.text, version
+    return DEFAULT_SYSTEM_PROMPT, None
+
+
+def _grounding(session: Session, user_text: str) -> Grounding:
+    merged = Grounding()
+    if session.end_user_id is None:
+        return merged
+    for provider in _grounding_providers:
+        found = provider(end_user=session.end_user, organization=session.organization, query=user_text)
+        if found:
+            merged.profile.update(found.profile)
+            merged.memories.extend(found.memories)
+    return merged
+
+
+def _grounding_text(grounding: Grounding) -> str:
+    parts = []
+    profile = {k: v for k, v in grounding.profile.items() if v not in (None, "", [], {})}
+    if profile:
+        parts.append("About this customer (profile): " + "; ".join(f"{k}: {v}" for k, v in profile.items()))
+    if grounding.memories:
+        parts.append("What we remember about this customer (most relevant first):")
+        parts.extend(f"- {m['text']}" for m in grounding.memories)
+    if parts:
+        parts.append("Use these facts when they help; greet the customer by name when known.")
+    return "\n".join(parts)
+
+
+def _page_text(page: dict[str, Any]) -> str:
+    allowed = {k: page[k] for k in ("url", "title", "referrer", "locale") if page.get(k)}
+    return ("The customer is on this page: " + "; ".join(f"{k}: {v}" for k, v in allowed.items())) if allowed else ""
+
+
+def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> ConversationContext:
+    """Build the model's messages: system + grounding + history (within a token budget) + this turn."""
+    system_text, version = _system_prompt(session)
+    grounding = _grounding(session, turn.user_text)
+    system_parts = [system_text, _grounding_text(grounding), _page_text(page or {})]
+    messages = [{"role": "system", "content": "\n\n".join(p for p in system_parts if p)}]
+
+    budget = settings.RUNTIME_HISTORY_TOKEN_BUDGET
+    earlier = (
+        Turn.objects.filter(session=session, seq__lt=turn.seq, status=Turn.Status.COMPLETED)
+        .order_by("-seq")
+        .values_list("user_text", "reply_text")[: settings.RUNTIME_HISTORY_MAX_TURNS]
+    )
+    history: list[dict] = []
+    for user_text, reply_text in earlier:
+        cost = tokens_estimate(user_text) + tokens_estimate(reply_text)
+        if cost > budget:
+            break
+        budget -= cost
+        history[:0] = [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply_text}]
+    messages.extend(history)
+    messages.append({"role": "user", "content": turn.user_text})
+    return ConversationContext(messages, version, grounding, len(history) // 2)

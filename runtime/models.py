@@ -1,0 +1,232 @@
+"""Organizations, agents, versioned prompts, API keys, conversation sessions and turns."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Organization(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """Which organization a staff user works in (quickstart page, admin scoping)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mejai_membership")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organization}"
+
+
+class ApiKey(models.Model):
+    """A server-to-server key. Only its SHA-256 is stored; the key is shown once."""
+
+    PREFIX = "mj_sk_"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    key_prefix = models.CharField(max_length=16, help_text="First characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class PromptTemplate(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="prompt_templates")
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="prompt_template_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def active_version(self) -> PromptVersion | None:
+        return self.versions.filter(is_active=True).first()
+
+
+class PromptVersion(models.Model):
+    template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    text = models.TextField()
+    note = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=False)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["template", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "version"], name="prompt_version_unique_number"),
+            # Exactly one active version per template is kept by prompt_version_activate;
+            # the database refuses a second one.
+            models.UniqueConstraint(
+                fields=["template"], condition=Q(is_active=True), name="prompt_version_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template.name} v{self.version}"
+
+
+class PromptAudit(models.Model):
+    class Action(models.TextChoices):
+        CREATE = "create", "created"
+        ACTIVATE = "activate", "activated"
+        ROLLBACK = "rollback", "rolled back"
+
+    template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="audit")
+    version = models.ForeignKey(PromptVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    previous_version = models.ForeignKey(PromptVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_label = models.CharField(max_length=150, blank=True, help_text="API key or user that acted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Agent(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=100)
+    model = models.CharField(max_length=100, blank=True, help_text="Empty: the LLM_MODEL setting.")
+    temperature = models.FloatField(default=0.2)
+    max_tokens = models.PositiveIntegerField(default=1000)
+    is_active = models.BooleanField(default=True)
+    tools_enabled = models.BooleanField(
+        default=True, help_text="Let the model add quick replies and forms through tool calls."
+    )
+    prompt = models.ForeignKey(
+        PromptTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="agents",
+        help_text="System prompt; its active version is used.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization", "name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="agent_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def model_name(self) -> str:
+        return self.model or settings.LLM_MODEL
+
+
+class Channel(models.TextChoices):
+    WEB_WIDGET = "web_widget", "web widget"
+    ASSISTANT = "assistant", "assistant"
+    KAKAO = "kakao", "Kakao"
+    MCHAT = "mchat", "Mattermost"
+    API = "api", "API"
+
+
+class Session(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        CLOSED = "closed", "closed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sessions")
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="sessions")
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    end_user = models.ForeignKey(
+        "endusers.EndUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversation_sessions"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    last_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the latest turn.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "D_conv_sessions"
+        ordering = ["-last_activity_at"]
+        indexes = [models.Index(fields=["organization", "channel", "-last_activity_at"], name="session_org_channel_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.id}"
+
+
+class Turn(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        STREAMING = "streaming", "streaming"
+        COMPLETED = "completed", "completed"
+        FAILED = "failed", "failed"
+        INTERRUPTED = "interrupted", "interrupted (client left)"
+        STORED = "stored", "stored without a reply"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED, Status.STORED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    seq = models.PositiveIntegerField()
+    author = models.ForeignKey(
+        "endusers.EndUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="authored_turns"
+    )
+    user_text = models.TextField()
+    client_message_id = models.CharField(max_length=128, blank=True)
+    # sha256(organization, channel principal, client_message_id): a retry finds its turn.
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    reply_text = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    handled_by = models.CharField(max_length=40, blank=True, help_text="llm, or the command that answered.")
+    model = models.CharField(max_length=100, blank=True)
+    prompt_version = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    tokens_in = models.PositiveIntegerField(null=True, blank=True)
+    tokens_out = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "D_conv_turns"
+        ordering = ["session", "seq"]
+        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="turn_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"turn {self.seq} of {self.session_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

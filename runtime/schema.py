@@ -1,0 +1,12 @@
+"""OpenAPI description of the organization API key (drf-spectacular)."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "runtime.auth.ApiKeyAuthentication"
+    name = "OrganizationApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "mj_sk_…",
+                "description": "Organization API key, created in the admin (shown once)."}

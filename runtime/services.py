@@ -1,0 +1,494 @@
+"""The runtime pipeline: one entry point for every channel, in a streaming and a synchronous form.
+
+    turn_start           store the user's message as a Turn (idempotent), sync
+    turn_answer_stream   answer a stored turn: order, commands, context, LLM, finish (async events)
+    turn_stream          turn_start + turn_answer_stream
+    turn_respond         turn_stream gathered into a TurnOutcome (async)
+    turn_run / turn_answer   the same, for synchronous callers (Celery tasks, commands)
+
+See docs/runtime-pipeline.md for the rules each step keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mejai.errors import ApiError
+from runtime import commands, signals
+from runtime.clients.llm import LLMError, LLMRequest, TextDelta, ToolCall, Usage, provider_get
+from runtime.context import context_build
+from runtime.events import TurnEvent, event_delta, event_error, event_message, event_start
+from runtime.models import Agent, Organization, Session, Turn
+from runtime.text import user_text_validate
+
+logger = logging.getLogger(__name__)
+
+# Tools through which the model shapes the reply: quick replies and a form to fill.
+OUTPUT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "suggest_quick_replies",
+            "description": "Offer the user up to 5 short replies they can tap instead of typing.",
+            "parameters": {
+                "type": "object",
+                "properties": {"replies": {"type": "array", "items": {"type": "string"}, "maxItems": 5}},
+                "required": ["replies"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "request_user_info",
+            "description": (
+                "Ask the user to fill in a short form, only when the conversation needs it "
+                "(for example a name and email to follow up)."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "fields": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string", "description": "e.g. name, email, phone, order_id"},
+                                "label": {"type": "string"},
+                                "type": {"type": "string", "enum": ["string", "email", "phone"]},
+                                "required": {"type": "boolean"},
+                            },
+                            "required": ["name"],
+                        },
+                        "maxItems": 6,
+                    },
+                },
+                "required": ["fields"],
+            },
+        },
+    },
+]
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_QUICK_REPLIES = 5
+MAX_QUICK_REPLY_CHARS = 40
+
+
+@dataclass
+class TurnOutcome:
+    turn_id: str | None
+    session_id: str | None
+    payload: dict | None  # the standard payload when answered
+    error: dict | None  # the error event's data when not
+
+    @property
+    def ok(self) -> bool:
+        return self.payload is not None
+
+
+class TurnOrderTimeout(Exception):
+    pass
+
+
+# --- storing ---------------------------------------------------------------------------
+
+def idempotency_key_make(*, organization_id: int, channel: str, scope: str, client_message_id: str) -> str:
+    raw = f"{organization_id}|{channel}|{scope}|{client_message_id}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def session_create(
+    *, organization: Organization, agent: Agent, channel: str, end_user=None, metadata: dict | None = None
+) -> Session:
+    return Session.objects.create(
+        organization=organization, agent=agent, channel=channel, end_user=end_user, metadata=metadata or {}
+    )
+
+
+def turn_start(
+    *,
+    organization: Organization,
+    agent: Agent,
+    channel: str,
+    text: str,
+    session: Session | None = None,
+    end_user=None,
+    client_message_id: str = "",
+    idempotency_scope: str = "",
+    session_metadata: dict | None = None,
+) -> tuple[Turn, bool]:
+    """Store the user's message as the session's next turn; (turn, created).
+
+    A repeated client_message_id within the same channel principal returns the first turn.
+    Without a session a new one is opened in the same transaction.
+    """
+    text = user_text_validate(text)
+    cmid = (client_message_id or "").strip()
+    if len(cmid) > 128:
+        raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
+    key = (
+        idempotency_key_make(organization_id=organization.pk, channel=channel, scope=idempotency_scope, client_message_id=cmid)
+        if cmid
+        else None
+    )
+    if key:
+        existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            if session is None:
+                session = session_create(
+                    organization=organization, agent=agent, channel=channel, end_user=end_user, metadata=session_metadata
+                )
+            # The row lock serialises sequence numbers across processes (SQLite: IMMEDIATE transactions).
+            locked = Session.objects.select_for_update(of=("self",)).get(pk=session.pk)
+            seq = locked.last_seq + 1
+            updates = {"last_seq": seq, "last_activity_at": timezone.now()}
+            if end_user is not None and locked.end_user_id is None:
+                updates["end_user"] = end_user
+            Session.objects.filter(pk=locked.pk).update(**updates)
+            turn = Turn.objects.create(
+                session=locked,
+                seq=seq,
+                author=end_user or locked.end_user,
+                user_text=text,
+                client_message_id=cmid,
+                idempotency_key=key,
+            )
+            transaction.on_commit(lambda: signals.turn_stored.send(sender=Turn, turn=turn))
+    except IntegrityError:
+        if key:
+            existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
+            if existing:
+                return existing, False
+        raise
+    return Turn.objects.select_related("session", "session__agent", "session__organization").get(pk=turn.pk), True
+
+
+def turn_payload(turn: Turn) -> dict:
+    """The standard payload of a turn, identical in every API and channel."""
+    payload = turn.payload or {}
+    return {
+        "message": turn.reply_text,
+        "quick_replies": payload.get("quick_replies", []),
+        "render_plan": payload.get("render_plan", []),
+        "response_schema": payload.get("response_schema"),
+        "session_id": str(turn.session_id),
+        "turn_id": str(turn.id),
+        "usage": {
+            "model": turn.model or None,
+            "prompt_version": turn.prompt_version_id,
+            "tokens_in": turn.tokens_in,
+            "tokens_out": turn.tokens_out,
+            "ttft_ms": turn.ttft_ms,
+            "latency_ms": turn.latency_ms,
+        },
+    }
+
+
+def _render_plan(message: str, quick_replies: list[dict], response_schema: dict | None) -> list[dict]:
+    plan: list[dict] = []
+    if message:
+        plan.append({"type": "text", "text": message})
+    if quick_replies:
+        plan.append({"type": "quick_replies", "items": quick_replies})
+    if response_schema:
+        plan.append({"type": "form", "schema": response_schema})
+    return plan
+
+
+def _quick_replies_from(values) -> list[dict]:
+    replies = []
+    for value in values or []:
+        if isinstance(value, str) and value.strip():
+            label = value.strip()[:MAX_QUICK_REPLY_CHARS]
+            replies.append({"label": label, "message": label})
+    return replies[:MAX_QUICK_REPLIES]
+
+
+def _response_schema_from(arguments: dict) -> dict | None:
+    """Turn the model's request_user_info call into a JSON Schema the channels can render."""
+    properties, required = {}, []
+    for item in arguments.get("fields") or []:
+        if not isinstance(item, dict):
+            continue
+        name = str(item.get("name", "")).strip().lower()
+        if not _FIELD_NAME.match(name) or name in properties:
+            continue
+        kind = item.get("type") if item.get("type") in ("string", "email", "phone") else None
+        kind = kind or ("email" if name == "email" else "phone" if name == "phone" else "string")
+        prop = {"type": "string", "title": str(item.get("label") or name)[:60], "maxLength": 200}
+        if kind == "email":
+            prop["format"] = "email"
+        elif kind == "phone":
+            prop["format"] = "phone"
+        properties[name] = prop
+        if item.get("required", True):
+            required.append(name)
+    if not properties:
+        return None
+    schema = {"type": "object", "properties": properties, "required": required}
+    if arguments.get("title"):
+        schema["title"] = str(arguments["title"])[:100]
+    return schema
+
+
+def _turn_claim(turn_id) -> bool:
+    """Mark a pending turn as being answered; False when another process already has it."""
+    return bool(
+        Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
+            status=Turn.Status.STREAMING, started_at=timezone.now()
+        )
+    )
+
+
+def _turn_finish(turn_id, **fields) -> Turn:
+    with transaction.atomic():
+        fields.setdefault("completed_at", timezone.now())
+        Turn.objects.filter(pk=turn_id).update(**fields)
+        turn = Turn.objects.select_related("session").get(pk=turn_id)
+        Session.objects.filter(pk=turn.session_id).update(last_activity_at=timezone.now())
+        transaction.on_commit(lambda: signals.turn_finished.send(sender=Turn, turn=turn))
+    return turn
+
+
+def _predecessors_pending(turn: Turn) -> int:
+    """How many earlier turns of the session are still unanswered; abandoned ones are failed."""
+    stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
+    earlier = Turn.objects.filter(session_id=turn.session_id, seq__lt=turn.seq).exclude(status__in=Turn.FINISHED)
+    abandoned = earlier.filter(updated_at__lt=stale_before).update(
+        status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."
+    )
+    if abandoned:
+        logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
+    return earlier.count()
+
+
+async def _wait_until(predicate, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while await sync_to_async(predicate)():
+        if time.monotonic() > deadline:
+            raise TurnOrderTimeout()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _turn_reload(turn_id) -> Turn:
+    return Turn.objects.select_related("session", "session__agent", "session__organization", "session__end_user").get(
+        pk=turn_id
+    )
+
+
+def _replay(turn: Turn) -> list[TurnEvent]:
+    events = [event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq, replayed=True)]
+    if turn.status == Turn.Status.COMPLETED:
+        events.append(event_message(turn_payload(turn)))
+    else:
+        events.append(
+            event_error(
+                code=turn.error_code or "turn_failed",
+                message=turn.error or "This message was not answered.",
+                session_id=turn.session_id,
+                turn_id=turn.id,
+                retryable=False,
+            )
+        )
+    return events
+
+
+# --- answering -------------------------------------------------------------------------
+
+async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
+    """Answer a stored turn, yielding start, delta…, then message or error."""
+    if not await sync_to_async(_turn_claim)(turn.id):
+        # A retry of a turn that is answered, or being answered, elsewhere: wait and replay it.
+        try:
+            await _wait_until(lambda: not _turn_reload(turn.id).is_finished, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
+        except TurnOrderTimeout:
+            yield event_error(code="turn_in_progress", message="This message is still being answered.",
+                              session_id=turn.session_id, turn_id=turn.id, retryable=True)
+            return
+        for event in _replay(await sync_to_async(_turn_reload)(turn.id)):
+            yield event
+        return
+
+    started = time.monotonic()
+    try:
+        await _wait_until(lambda: _predecessors_pending(turn) > 0, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
+    except TurnOrderTimeout:
+        await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.FAILED, error_code="order_timeout",
+                                          error="An earlier message of this conversation is still being answered.")
+        yield event_error(code="order_timeout", message="An earlier message of this conversation is still being answered.",
+                          session_id=turn.session_id, turn_id=turn.id, retryable=True)
+        return
+    except asyncio.CancelledError:
+        await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.INTERRUPTED, error_code="client_disconnected")
+        raise
+
+    turn = await sync_to_async(_turn_reload)(turn.id)
+    yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
+
+    matched = commands.command_match(turn.user_text)
+    if matched:
+        async for event in _answer_command(turn, *matched, started=started):
+            yield event
+        return
+    async for event in _answer_llm(turn, page or {}, started=started):
+        yield event
+
+
+async def _answer_command(turn: Turn, command: commands.Command, args: str, *, started: float):
+    session = turn.session
+    ctx = commands.CommandContext(
+        organization=session.organization, session=session, turn=turn, end_user=session.end_user,
+        name=command.name, args=args, text=turn.user_text, channel=session.channel,
+    )
+    try:
+        reply = await sync_to_async(command.handler)(ctx)
+    except ApiError as exc:
+        reply = commands.CommandReply(exc.message)
+    except Exception:
+        logger.exception("command /%s failed", command.name)
+        finished = await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.FAILED, error_code="command_failed",
+                                                     error="The command failed.", handled_by=f"command:{command.name}")
+        yield event_error(code="command_failed", message="명령을 처리하지 못했어요. (The command failed.)",
+                          session_id=finished.session_id, turn_id=finished.id)
+        return
+    payload = {
+        "quick_replies": reply.quick_replies,
+        "response_schema": reply.response_schema,
+        "render_plan": _render_plan(reply.message, reply.quick_replies, reply.response_schema),
+    }
+    yield event_delta(turn_id=turn.id, text=reply.message, index=0)
+    finished = await sync_to_async(_turn_finish)(
+        turn.id, status=Turn.Status.COMPLETED, reply_text=reply.message, payload=payload,
+        handled_by=f"command:{command.name}", latency_ms=int((time.monotonic() - started) * 1000),
+    )
+    yield event_message(turn_payload(finished))
+
+
+async def _answer_llm(turn: Turn, page: dict, *, started: float):
+    session = turn.session
+    agent = session.agent
+    context = await sync_to_async(context_build)(session=session, turn=turn, page=page)
+    provider = provider_get()
+    request = LLMRequest(
+        messages=context.messages,
+        model=agent.model_name,
+        temperature=agent.temperature,
+        max_tokens=agent.max_tokens,
+        tools=OUTPUT_TOOLS if agent.tools_enabled and provider.name != "offline" else None,
+        profile=context.grounding.profile,
+        memories=context.grounding.memories,
+        user_text=turn.user_text,
+    )
+    model_label = agent.model_name if provider.name != "offline" else "offline"
+    parts: list[str] = []
+    calls: list[ToolCall] = []
+    usage: Usage | None = None
+    ttft_ms: int | None = None
+    common = {"model": model_label, "prompt_version": context.prompt_version, "handled_by": "llm"}
+
+    stream = provider.stream(request)
+    try:
+        async for item in stream:
+            if isinstance(item, TextDelta):
+                if ttft_ms is None:
+                    ttft_ms = int((time.monotonic() - started) * 1000)
+                parts.append(item.text)
+                yield event_delta(turn_id=turn.id, text=item.text, index=len(parts) - 1)
+            elif isinstance(item, ToolCall):
+                calls.append(item)
+            elif isinstance(item, Usage):
+                usage = item
+    except LLMError as exc:
+        await stream.aclose()
+        await sync_to_async(_turn_finish)(
+            turn.id, status=Turn.Status.FAILED, reply_text="".join(parts), error_code=exc.code, error=exc.message,
+            ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+        )
+        yield event_error(code=exc.code, message=exc.message, session_id=session.id, turn_id=turn.id,
+                          retryable=exc.retryable)
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client left: close the upstream stream, keep what was generated, mark the turn.
+        await stream.aclose()
+        await sync_to_async(_turn_finish)(
+            turn.id, status=Turn.Status.INTERRUPTED, reply_text="".join(parts), error_code="client_disconnected",
+            ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+        )
+        raise
+    finally:
+        await stream.aclose()
+
+    quick_replies: list[dict] = []
+    response_schema = None
+    for call in calls:
+        if call.name == "suggest_quick_replies":
+            quick_replies = _quick_replies_from(call.arguments.get("replies"))
+        elif call.name == "request_user_info":
+            response_schema = _response_schema_from(call.arguments)
+    message = "".join(parts).strip()
+    if not message and response_schema:
+        message = response_schema.get("title") or "아래 정보를 입력해 주세요. (Please fill in the form below.)"
+    elif not message and quick_replies:
+        message = "아래에서 선택해 주세요. (Please choose below.)"
+    payload = {
+        "quick_replies": quick_replies,
+        "response_schema": response_schema,
+        "render_plan": _render_plan(message, quick_replies, response_schema),
+    }
+    finished = await sync_to_async(_turn_finish)(
+        turn.id, status=Turn.Status.COMPLETED, reply_text=message, payload=payload,
+        tokens_in=usage.tokens_in if usage else None, tokens_out=usage.tokens_out if usage else None,
+        ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+    )
+    yield event_message(turn_payload(finished))
+
+
+async def turn_stream(*, page: dict | None = None, **start_kwargs) -> AsyncIterator[TurnEvent]:
+    """Store the message and answer it, streaming events. Bad input raises ApiError before any event."""
+    turn, _created = await sync_to_async(turn_start)(**start_kwargs)
+    async for event in turn_answer_stream(turn=turn, page=page):
+        yield event
+
+
+async def outcome_gather(events: AsyncIterator[TurnEvent]) -> TurnOutcome:
+    turn_id = session_id = None
+    async for event in events:
+        if event.type == "start":
+            turn_id, session_id = event.data["turn_id"], event.data["session_id"]
+        elif event.type == "message":
+            return TurnOutcome(event.data["turn_id"], event.data["session_id"], event.data, None)
+        elif event.type == "error":
+            return TurnOutcome(event.data.get("turn_id") or turn_id, event.data.get("session_id") or session_id, None,
+                               event.data)
+    return TurnOutcome(turn_id, session_id, None, {"code": "no_answer", "message": "No answer was produced."})
+
+
+async def turn_respond(*, page: dict | None = None, **start_kwargs) -> TurnOutcome:
+    return await outcome_gather(turn_stream(page=page, **start_kwargs))
+
+
+def turn_run(*, page: dict | None = None, **start_kwargs) -> TurnOutcome:
+    """Synchronous form of turn_respond, for workers and management commands."""
+    return async_to_sync(turn_respond)(page=page, **start_kwargs)
+
+
+def turn_answer(*, turn: Turn, page: dict | None = None) -> TurnOutcome:
+    """Synchronously answer a turn stored earlier (e.g. by a webhook that acknowledged at once)."""
+    return async_to_sync(outcome_gather)(turn_answer_stream(turn=turn, page=page))

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from runtime import apis
+
+app_name = "runtime"
+
+urlpatterns = [
+    path("chat", apis.RuntimeChatApi.as_view(), name="chat"),
+    path("sessions/<str:session_id>/turns", apis.SessionTurnsApi.as_view(), name="session-turns"),
+    path("prompts", apis.PromptListApi.as_view(), name="prompts"),
+    path("prompt-versions/<int:version_id>/activate", apis.PromptVersionActivateApi.as_view(), name="prompt-activate"),
+    path("prompts/<int:template_id>/rollback", apis.PromptRollbackApi.as_view(), name="prompt-rollback"),
+]

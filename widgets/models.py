@@ -1,0 +1,1 @@
+"""Widgets models (none yet)."""
