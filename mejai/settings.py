@@ -192,6 +192,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
+SIMPLE_JWT = {
+    # Staff tokens for operator APIs. Widget tokens use their own audience and lifetime (widgets app).
+    "ACCESS_TOKEN_LIFETIME": __import__("datetime").timedelta(minutes=env_int("STAFF_JWT_MINUTES", 30)),
+    "REFRESH_TOKEN_LIFETIME": __import__("datetime").timedelta(days=1),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "UPDATE_LAST_LOGIN": False,
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "mejai API",
     "DESCRIPTION": "Multi-channel AI chat platform: runtime, end users, widgets, channels.",

@@ -79,3 +79,35 @@ class HasOrganization(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(getattr(request.user, "organization", None))
+
+
+class StaffJWTAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <staff access JWT>` from /api/auth/token; the user's organization comes
+    from their Membership. Widget tokens (audience "widget") are not accepted here."""
+
+    def authenticate(self, request):
+        from rest_framework_simplejwt.authentication import JWTAuthentication
+        from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, raw = header.partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw or raw.startswith(ApiKey.PREFIX):
+            return None
+        try:
+            user, token = JWTAuthentication().authenticate(request) or (None, None)
+        except (InvalidToken, TokenError) as exc:
+            raise exceptions.AuthenticationFailed("Invalid or expired token.") from exc
+        if user is None or not user.is_active or not user.is_staff:
+            raise exceptions.AuthenticationFailed("A staff account is required.")
+        membership = getattr(user, "mejai_membership", None)
+        if membership is None:
+            raise exceptions.PermissionDenied("This staff account belongs to no organization.")
+        return OrganizationPrincipal(membership.organization, None, is_staff=True), token
+
+    def authenticate_header(self, request) -> str:
+        return "Bearer"
+
+
+# Operator endpoints: an organization API key or a staff JWT.
+OPERATOR_AUTHENTICATION = [ApiKeyAuthentication, StaffJWTAuthentication]
