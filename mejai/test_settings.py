@@ -11,3 +11,13 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 
 
+# Live-server tests serve on loopback addresses and random ports.
+ALLOWED_HOSTS = ["*"]
+
+# SQLite: a file-backed test database (one per test process) rather than shared-cache memory,
+# whose table locks ignore the busy timeout and break live-server tests with concurrent writers.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"/tmp/mejai-test-{os.getpid()}.sqlite3"}  # noqa: F405
+
+# Close connections at the end of each request so live-server threads leave none open at teardown.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
