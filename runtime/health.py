@@ -39,7 +39,7 @@ def _check_broker() -> dict:
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
-    replies = app.control.ping(timeout=0.5) or []
+    replies = app.control.ping(timeout=1.0) or []
     # A missing worker does not make the web process unready: jobs wait in the queue.
     return {"ok": True, "mode": "celery", "workers": len(replies), "warning": None if replies else "no worker answered"}
 

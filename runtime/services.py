@@ -250,9 +250,16 @@ def _turn_claim(turn_id) -> bool:
     """Mark a pending turn as being answered; False when another process already has it."""
     return bool(
         Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
-            status=Turn.Status.STREAMING, started_at=timezone.now()
+            status=Turn.Status.STREAMING, updated_at=timezone.now()
         )
     )
+
+
+def _turn_begin(turn_id) -> Turn:
+    """Its predecessors are answered: this turn's answer starts now."""
+    now = timezone.now()
+    Turn.objects.filter(pk=turn_id).update(started_at=now, updated_at=now)
+    return _turn_reload(turn_id)
 
 
 def _turn_finish(turn_id, **fields) -> Turn:
@@ -339,7 +346,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
         await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.INTERRUPTED, error_code="client_disconnected")
         raise
 
-    turn = await sync_to_async(_turn_reload)(turn.id)
+    turn = await sync_to_async(_turn_begin)(turn.id)
     yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
 
     matched = commands.command_match(turn.user_text)
