@@ -1,0 +1,84 @@
+"""Widget settings: environment variables (or Django settings of the same name) with defaults."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+
+def _int(name: str, default: int) -> int:
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name, "").strip()
+        value = int(raw) if raw.lstrip("-").isdigit() else default
+    return int(value)
+
+
+def _float(name: str, default: float) -> float:
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            value = default
+    return float(value)
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name, "").strip().lower()
+        value = default if not raw else raw in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def token_ttl_seconds() -> int:
+    """Lifetime of a widget token (WIDGET_TOKEN_TTL_SECONDS, default 30 minutes)."""
+    return max(60, _int("WIDGET_TOKEN_TTL_SECONDS", 1800))
+
+
+def stream_ticket_ttl_seconds() -> int:
+    return max(5, _int("WIDGET_STREAM_TICKET_TTL_SECONDS", 60))
+
+
+def max_message_chars() -> int:
+    """The widget's message cap; never above the pipeline's own RUNTIME_MAX_MESSAGE_CHARS."""
+    return min(_int("WIDGET_MAX_MESSAGE_CHARS", 2000), settings.RUNTIME_MAX_MESSAGE_CHARS)
+
+
+def history_limit() -> int:
+    return max(0, _int("WIDGET_HISTORY_LIMIT", 50))
+
+
+def session_resume_days() -> int:
+    """A visitor's latest conversation is resumed when it was active within this many days."""
+    return max(0, _int("WIDGET_SESSION_RESUME_DAYS", 30))
+
+
+def sse_keepalive_seconds() -> float:
+    return _float("WIDGET_SSE_KEEPALIVE_SECONDS", settings.RUNTIME_SSE_KEEPALIVE_SECONDS)
+
+
+def trust_x_forwarded_for() -> bool:
+    """Take the client address from the last X-Forwarded-For hop (only behind a trusted proxy)."""
+    return _bool("WIDGET_TRUST_X_FORWARDED_FOR", False)
+
+
+def install_seen_resolution_seconds() -> int:
+    """Install status (last seen origin/time) is written at most this often per widget."""
+    return _int("WIDGET_INSTALL_SEEN_RESOLUTION_SECONDS", 60)
+
+
+# Rate limits: (requests, window seconds). 0 requests disables a limit.
+def rate_limit(name: str) -> tuple[int, int]:
+    defaults = {
+        "INIT_IP": (60, 60),  # per client address and widget key
+        "CHAT_IP": (60, 60),  # per client address and widget key
+        "CHAT_VISITOR": (20, 60),  # per visitor (or verified user) of a widget
+        "EVENT_VISITOR": (120, 60),
+        "STREAM_VISITOR": (30, 60),  # stream connections / tickets per visitor
+    }
+    count, window = defaults[name]
+    return _int(f"WIDGET_RATE_{name}", count), _int(f"WIDGET_RATE_{name}_WINDOW", window)
