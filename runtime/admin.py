@@ -5,7 +5,21 @@ from django.utils.html import format_html
 
 from runtime import prompts
 from runtime.auth import api_key_hash, api_key_revoke
-from runtime.models import Agent, ApiKey, Membership, Organization, PromptAudit, PromptTemplate, PromptVersion, Session, Turn
+from runtime.models import (
+    Agent,
+    ApiKey,
+    Membership,
+    Organization,
+    PromptAudit,
+    PromptTemplate,
+    PromptVersion,
+    Session,
+    Turn,
+)
+
+admin.site.site_header = "mejai"
+admin.site.site_title = "mejai 관리자"
+admin.site.index_title = "운영 관리 · Operations"
 
 
 @admin.register(Organization)

@@ -116,6 +116,9 @@ class PromptAudit(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.action} {self.template_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
 
 class Agent(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="agents")
