@@ -2,7 +2,8 @@
 
 from django.http import HttpResponseNotFound, HttpResponseServerError
 from django.shortcuts import render
-from django.views.defaults import page_not_found, server_error as django_server_error
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as django_server_error
 
 from mejai.errors import error_response
 
