@@ -1,0 +1,358 @@
+"""Widget HTTP API: init, chat (JSON or SSE), the session stream (+ stream ticket) and events.
+
+Async DRF views (adrf) like runtime.apis.RuntimeChatApi. Each request does its database work in one
+sync_to_async call to a service. CORS is answered here, per view, for the widget's own origins only.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import renderers, serializers, status
+from rest_framework.response import Response
+from adrf.views import APIView as AsyncAPIView
+
+from mejai.errors import ApiError
+from runtime import services as runtime_services
+from runtime.apis import (
+    ERROR_SCHEMA,
+    EventStreamRenderer,
+    JsonErrorsMixin,
+    LimitedJSONParser,
+    MessageTextField,
+    PayloadOutput,
+    outcome_response,
+    stream_requested,
+)
+from runtime.events import SSE_KEEPALIVE, sse_encode
+from runtime.sse import with_keepalive
+from widgets import conf, services
+from widgets.ratelimit import client_ip, rate_limit_hit
+from widgets.tokens import bearer_token, stream_ticket_issue, stream_ticket_redeem
+
+CORS_MAX_AGE = 600
+
+
+def own_origins(request) -> tuple[str, ...]:
+    """mejai's own origins: the quickstart preview runs the widget there."""
+    origins = [settings.PUBLIC_BASE_URL]
+    try:
+        origins.append(request.build_absolute_uri("/"))
+    except Exception:  # DisallowedHost: not one of ours
+        pass
+    return tuple(origins)
+
+
+class WidgetApiMixin(JsonErrorsMixin):
+    """No DRF authentication (tokens are checked by the services); CORS for the widget's origin only."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    parser_classes = [LimitedJSONParser]
+    renderer_classes = [renderers.JSONRenderer]
+    cors_methods = "POST, OPTIONS"
+
+    def cors_allow(self, request, origin: str | None) -> None:
+        request._widget_cors_origin = origin
+
+    def cors_allow_token_origin(self, request, caller) -> None:
+        """A token-authenticated call from a page answers CORS only for the token's own origin."""
+        sent = request.META.get("HTTP_ORIGIN")
+        if sent and services.origin_parse(sent) is not None and str(services.origin_parse(sent)) == caller.claims.origin:
+            self.cors_allow(request, str(services.origin_parse(sent)))
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        origin = getattr(request, "_widget_cors_origin", None) or getattr(
+            getattr(request, "_request", None), "_widget_cors_origin", None
+        )
+        if origin:
+            response["Access-Control-Allow-Origin"] = origin
+            response["Access-Control-Expose-Headers"] = "Retry-After"
+        patch_vary_headers(response, ["Origin"])
+        if response.status_code == 429 and isinstance(response, Response):
+            retry_after = ((response.data or {}).get("error") or {}).get("retry_after")
+            if retry_after:
+                response["Retry-After"] = str(retry_after)
+        return response
+
+    async def options(self, request, *args, **kwargs):
+        """CORS preflight: allowed only for origins some active widget allows (a preflight carries no key)."""
+        origin = await sync_to_async(services.widget_cors_origin_known)(origin_header=request.META.get("HTTP_ORIGIN"))
+        response = Response(status=status.HTTP_204_NO_CONTENT)
+        if origin:
+            self.cors_allow(request, origin)
+            response["Access-Control-Allow-Methods"] = self.cors_methods
+            response["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Last-Event-ID"
+            response["Access-Control-Max-Age"] = str(CORS_MAX_AGE)
+        return response
+
+    @staticmethod
+    def json_object(request) -> dict:
+        if not isinstance(request.data, dict):
+            raise ApiError("invalid", "The body must be a JSON object.", 400)
+        return request.data
+
+
+class TextField(serializers.CharField):
+    """A CharField that takes only JSON strings (DRF would turn 12345 or true into text)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class UserIdField(serializers.CharField):
+    """The customer's user id: text, or a whole number (user ids are often numeric in JavaScript)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, int) and not isinstance(data, bool):
+            data = str(data)
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# --- init ------------------------------------------------------------------------------------
+
+class VisitorInput(serializers.Serializer):
+    id = TextField(required=False, allow_blank=True, max_length=64)
+    user_id = UserIdField(required=False, allow_blank=True, allow_null=True, max_length=200)
+    hash = TextField(required=False, allow_blank=True, allow_null=True, max_length=128)
+    name = TextField(required=False, allow_blank=True, allow_null=True, max_length=100)
+    email = TextField(required=False, allow_blank=True, allow_null=True, max_length=254)
+    phone = TextField(required=False, allow_blank=True, allow_null=True, max_length=40)
+
+
+class InitInput(serializers.Serializer):
+    public_key = TextField(max_length=64)
+    origin = TextField(required=False, allow_blank=True, max_length=300)
+    page_url = TextField(required=False, allow_blank=True, max_length=2000)
+    referrer = TextField(required=False, allow_blank=True, allow_null=True, max_length=2000)
+    locale = serializers.ChoiceField(choices=["ko", "en"], required=False, allow_blank=True)
+    visitor = VisitorInput(required=False)
+    session_id = serializers.UUIDField(required=False, allow_null=True)
+
+
+class InitOutput(serializers.Serializer):
+    widget_token = serializers.CharField()
+    token_expires_at = serializers.DateTimeField()
+    session_id = serializers.UUIDField()
+    visitor_id = serializers.CharField()
+    end_user_verified = serializers.BooleanField()
+    resumed = serializers.BooleanField()
+    widget_config = serializers.DictField()
+    history = serializers.ListField(child=serializers.DictField())
+
+
+class WidgetInitApi(WidgetApiMixin, AsyncAPIView):
+    """Start the widget on a page: check where it runs, identify the visitor, open or resume the
+    conversation and issue a widget token."""
+
+    @extend_schema(
+        operation_id="widget_init", request=InitInput,
+        responses={200: InitOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
+                   429: ERROR_SCHEMA},
+    )
+    async def post(self, request):
+        serializer = InitInput(data=self.json_object(request))
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        meta = request.META
+        own = own_origins(request)
+
+        def run() -> dict:
+            widget = services.widget_get_active(public_key=data["public_key"])
+            check = services.widget_origin_check(
+                widget=widget, origin_header=meta.get("HTTP_ORIGIN"), referer_header=meta.get("HTTP_REFERER"),
+                page_url=data.get("page_url"), own_origins=own,
+            )
+            self.cors_allow(request, check.origin)
+            rate_limit_hit(name="INIT_IP", key=f"{client_ip(meta)}|{widget.pk}")
+            result = services.widget_init(
+                widget=widget, check=check, visitor=dict(data.get("visitor") or {}),
+                referrer=data.get("referrer") or "", locale=data.get("locale") or "", session_id=data.get("session_id"),
+            )
+            return result.as_dict()
+
+        return Response(await sync_to_async(run)())
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+class ChatInput(serializers.Serializer):
+    message = MessageTextField()
+    session_id = serializers.UUIDField(required=False, allow_null=True)
+    client_message_id = serializers.CharField(required=False, allow_blank=True, max_length=128)
+    context = serializers.DictField(required=False, default=dict)
+    public_key = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
+    """The visitor's message, answered as the standard payload or streamed as server-sent events."""
+
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="widget_chat", request=ChatInput,
+        parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
+        responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
+                   429: ERROR_SCHEMA, 502: ERROR_SCHEMA},
+        description="`Authorization: Bearer <widget_token>`. Events `start`, `delta`, `message`, `error` as in "
+        "docs/runtime-events.md; each is also published to the session's other tabs.",
+    )
+    async def post(self, request):
+        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        body = self.json_object(request)
+        serializer = ChatInput(data=body)
+        meta = request.META
+
+        def run():
+            caller = services.widget_caller_load(raw_token=raw, public_key=body.get("public_key") or None)
+            self.cors_allow_token_origin(request, caller)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            rate_limit_hit(name="CHAT_IP", key=f"{client_ip(meta)}|{caller.widget.pk}")
+            rate_limit_hit(name="CHAT_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            turn, created = services.widget_chat_start(
+                caller=caller, text=data["message"], session_id=data.get("session_id"),
+                client_message_id=data.get("client_message_id") or "", context=data.get("context"),
+            )
+            return turn, created, services.page_context_clean(data.get("context"))
+
+        turn, created, page = await sync_to_async(run)()
+        events = runtime_services.turn_answer_stream(turn=turn, page=page)
+        if created:
+            events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events)
+        if stream_requested(request):
+            from runtime.sse import sse_response
+
+            return sse_response(events, keepalive=conf.sse_keepalive_seconds())
+        return outcome_response(await runtime_services.outcome_gather(events))
+
+
+# --- the session stream ------------------------------------------------------------------------
+
+async def _stream_body(items, *, keepalive: float):
+    yield "retry: 3000\n\n"
+    async for item in with_keepalive(items, keepalive):
+        if item is None:
+            yield SSE_KEEPALIVE
+            continue
+        event_id, event = item
+        yield sse_encode(event, event_id=event_id or None)
+
+
+class StreamTicketInput(serializers.Serializer):
+    session_id = serializers.UUIDField(required=False, allow_null=True)
+
+
+class WidgetStreamTicketApi(WidgetApiMixin, AsyncAPIView):
+    """A single-use ticket (about 60 s) for `GET /api/widget/stream?ticket=…`, for EventSource clients."""
+
+    @extend_schema(
+        operation_id="widget_stream_ticket", request=StreamTicketInput,
+        responses={201: inline_serializer("StreamTicket", {"ticket": serializers.CharField(),
+                                                           "expires_in": serializers.IntegerField()}),
+                   401: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
+    )
+    async def post(self, request):
+        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        body = request.data if isinstance(request.data, dict) else {}
+
+        def run() -> dict:
+            caller = services.widget_caller_load(raw_token=raw)
+            self.cors_allow_token_origin(request, caller)
+            serializer = StreamTicketInput(data=body)
+            serializer.is_valid(raise_exception=True)
+            session = services.widget_session_get(caller=caller, session_id=serializer.validated_data.get("session_id"))
+            rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            ticket, ttl = stream_ticket_issue(raw_token=raw, session_id=session.pk)
+            return {"ticket": ticket, "expires_in": ttl, "session_id": str(session.pk)}
+
+        return Response(await sync_to_async(run)(), status=status.HTTP_201_CREATED)
+
+
+class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
+    """Server-sent events of one session from any tab: `delta`, `message`, `error` (and `start`).
+
+    Ids are `<seq>` for a finished turn and `<seq>.<n>` within one; `Last-Event-ID` (or
+    `?last_event_id=`) replays the finished turns after it.
+    """
+
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+    cors_methods = "GET, OPTIONS"
+
+    @extend_schema(
+        operation_id="widget_stream",
+        parameters=[OpenApiParameter("session_id", str), OpenApiParameter("ticket", str),
+                    OpenApiParameter("last_event_id", str)],
+        responses={(200, "text/event-stream"): str, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
+    )
+    async def get(self, request):
+        ticket = request.query_params.get("ticket") or ""
+        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        session_id = request.query_params.get("session_id") or None
+        last_event_id = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("last_event_id")
+
+        def run():
+            token, wanted = raw, session_id
+            if not token and ticket:
+                token, ticket_session = stream_ticket_redeem(ticket=ticket)
+                if wanted and wanted != ticket_session:
+                    raise ApiError(*services.SESSION_NOT_FOUND, field="session_id")
+                wanted = ticket_session
+            caller = services.widget_caller_load(raw_token=token)
+            self.cors_allow_token_origin(request, caller)
+            session = services.widget_session_get(caller=caller, session_id=wanted)
+            rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            return session
+
+        session = await sync_to_async(run)()
+        events = services.session_events_stream(session_id=session.pk, last_event_id=last_event_id)
+        response = StreamingHttpResponse(
+            _stream_body(events, keepalive=conf.sse_keepalive_seconds()), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache, no-transform"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+# --- events ------------------------------------------------------------------------------------
+
+class EventInput(serializers.Serializer):
+    type = serializers.CharField(max_length=40)
+    session_id = serializers.UUIDField(required=False, allow_null=True)
+    payload = serializers.JSONField(required=False, allow_null=True)
+    public_key = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class WidgetEventApi(WidgetApiMixin, AsyncAPIView):
+    """Record a widget event: open, close, cta_click, form_submit, page_view or load."""
+
+    @extend_schema(
+        operation_id="widget_event", request=EventInput,
+        responses={201: inline_serializer("WidgetEventCreated", {"id": serializers.IntegerField()}),
+                   400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
+    )
+    async def post(self, request):
+        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        body = self.json_object(request)
+
+        def run() -> dict:
+            caller = services.widget_caller_load(raw_token=raw, public_key=body.get("public_key") or None)
+            self.cors_allow_token_origin(request, caller)
+            serializer = EventInput(data=body)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            rate_limit_hit(name="EVENT_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            event = services.widget_event_record(
+                caller=caller, event_type=data["type"], session_id=data.get("session_id"), payload=data.get("payload"),
+            )
+            return {"id": event.pk}
+
+        return Response(await sync_to_async(run)(), status=status.HTTP_201_CREATED)
