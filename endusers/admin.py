@@ -1,0 +1,182 @@
+"""Admin for end users, identities, timeline, memories; merge and erase actions; masked list views."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from endusers import services
+from endusers.models import (
+    EndUser,
+    EndUserMessage,
+    EndUserSession,
+    ErasureRecord,
+    Identity,
+    Memory,
+    MemoryEvent,
+    MergeRecord,
+)
+from endusers.privacy import mask_identity, mask_text
+from mejai.errors import ApiError
+
+
+class IdentityInline(admin.TabularInline):
+    model = Identity
+    fields = ["kind", "value", "verified", "created_at", "last_seen_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False  # identities come from channels (normalized); merges move them
+
+
+class MemoryInline(admin.TabularInline):
+    model = Memory
+    fk_name = "end_user"
+    fields = ["id", "text", "kind", "source", "created_at"]
+    readonly_fields = ["id", "source", "created_at"]
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(superseded_by__isnull=True, deleted_at__isnull=True)
+
+
+class EndUserSessionInline(admin.TabularInline):
+    model = EndUserSession
+    fields = ["session", "channel", "message_count", "first_seen_at", "last_seen_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(EndUser)
+class EndUserAdmin(admin.ModelAdmin):
+    list_display = ["id", "name_label", "identities_masked", "organization", "sessions_count", "last_seen_at",
+                    "merged_into", "erased_at"]
+    list_filter = ["organization", ("merged_into", admin.EmptyFieldListFilter), ("erased_at", admin.EmptyFieldListFilter)]
+    search_fields = ["display_name", "identities__value"]
+    readonly_fields = ["organization", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
+    fields = ["organization", "display_name", "profile", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
+    inlines = [IdentityInline, EndUserSessionInline, MemoryInline]
+    actions = ["merge_into_oldest", "erase"]
+    list_select_related = ["organization"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("identities").annotate(
+            _sessions=Count("timeline_sessions", distinct=True)
+        )
+
+    @admin.display(description="name")
+    def name_label(self, obj):
+        return obj.display_name or "—"
+
+    @admin.display(description="identities")
+    def identities_masked(self, obj):
+        return ", ".join(f"{i.kind}:{mask_identity(kind=i.kind, value=i.value)}{'' if i.verified else ' (claimed)'}"
+                         for i in obj.identities.all()) or "—"
+
+    @admin.display(description="sessions", ordering="_sessions")
+    def sessions_count(self, obj):
+        return obj._sessions
+
+    @admin.action(description="Merge selected end users into the oldest one")
+    def merge_into_oldest(self, request, queryset):
+        users = list(queryset.order_by("created_at", "pk"))
+        if len(users) < 2:
+            self.message_user(request, "Select at least two end users to merge.", messages.WARNING)
+            return
+        target = users[0]
+        for source in users[1:]:
+            try:
+                services.end_user_merge(source=source, target=target, actor=f"admin:{request.user.get_username()}")
+            except ApiError as exc:
+                self.message_user(request, f"#{source.pk}: {exc.message}", messages.ERROR)
+                continue
+            self.message_user(request, f"#{source.pk} merged into #{target.pk}.", messages.SUCCESS)
+
+    @admin.action(description="Erase personal data of selected end users")
+    def erase(self, request, queryset):
+        for user in queryset:
+            record = services.end_user_erase(end_user=user, actor=f"admin:{request.user.get_username()}")
+            self.message_user(request, f"#{user.pk} erased: {record.counts}", messages.SUCCESS)
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    list_display = ["kind", "value_masked", "verified", "end_user", "organization", "last_seen_at"]
+    list_filter = ["kind", "verified", "organization"]
+    search_fields = ["value"]
+    readonly_fields = ["organization", "end_user", "kind", "value", "created_at", "last_seen_at"]
+    list_select_related = ["end_user", "organization"]
+
+    @admin.display(description="value")
+    def value_masked(self, obj):
+        return mask_identity(kind=obj.kind, value=obj.value)
+
+
+class MemoryEventInline(admin.TabularInline):
+    model = MemoryEvent
+    fields = ["created_at", "action", "old_text", "new_text", "actor", "turn"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Memory)
+class MemoryAdmin(admin.ModelAdmin):
+    list_display = ["id", "text_masked", "kind", "source", "end_user", "created_at", "is_active"]
+    list_filter = ["kind", "source", ("deleted_at", admin.EmptyFieldListFilter), "organization"]
+    search_fields = ["text"]
+    readonly_fields = ["organization", "end_user", "source", "source_turn", "superseded_by", "deleted_at", "created_at",
+                       "updated_at"]
+    inlines = [MemoryEventInline]
+    list_select_related = ["end_user"]
+
+    @admin.display(description="text")
+    def text_masked(self, obj):
+        return mask_text(obj.text[:80])
+
+    @admin.display(boolean=True, description="active")
+    def is_active(self, obj):
+        return obj.is_active
+
+
+@admin.register(EndUserSession)
+class EndUserSessionAdmin(admin.ModelAdmin):
+    list_display = ["session", "end_user", "channel", "message_count", "first_seen_at", "last_seen_at"]
+    list_filter = ["channel"]
+    readonly_fields = ["organization", "end_user", "session", "channel", "message_count", "first_seen_at", "last_seen_at"]
+    list_select_related = ["end_user"]
+
+
+@admin.register(EndUserMessage)
+class EndUserMessageAdmin(admin.ModelAdmin):
+    list_display = ["turn", "end_user", "channel", "created_at"]
+    list_filter = ["channel"]
+    readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
+    list_select_related = ["end_user", "turn"]
+
+
+@admin.register(MergeRecord)
+class MergeRecordAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "source", "target", "actor", "counts"]
+    readonly_fields = ["organization", "source", "target", "actor", "counts", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ErasureRecord)
+class ErasureRecordAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "end_user_id_erased", "actor", "counts", "organization"]
+    readonly_fields = ["organization", "end_user_id_erased", "actor", "counts", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
