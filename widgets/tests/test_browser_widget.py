@@ -1,0 +1,459 @@
+"""The web widget in a real browser: Debian's chromium driven by Playwright.
+
+mejai runs on 127.0.0.1:<port> (live ASGI server); the customer's page is served by a tiny HTTP server
+on another origin (localhost:<other port>) and holds only the one-line snippet. The same page opened as
+127.0.0.1:<other port> is an origin the widget does not allow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from runtime.models import Session, Turn
+from widgets.models import WidgetEvent
+from widgets.services import widget_create
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+DESKTOP = {"width": 1280, "height": 800}
+MOBILE = {"width": 390, "height": 844}
+REPLY = "**반갑습니다!** 저는 Acme 상담 도우미예요. 주문, 배송, 환불 무엇이든 물어보세요. 자세한 내용은 [도움말 센터](https://help.example.com/start) 를 참고해 주세요."
+
+
+class HostSite:
+    """The customer's website: serves the page it was given at every path (so SPA routes work too)."""
+
+    def __init__(self):
+        self.html = "<!doctype html><title>empty</title>"
+        self.headers: dict[str, str] = {}
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = site.html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in site.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def allowed_url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def other_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running on this thread; the test's own ORM calls
+    # (database setup, assertions) are plain sync code, so Django's async-safety guard is lifted
+    # for this module only (the documented way to combine the two).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="module")
+def host_site():
+    site = HostSite()
+    yield site
+    site.stop()
+
+
+@pytest.fixture
+def mejai(live_server_asgi, fake_llm):
+    fake_llm.config.reply = REPLY
+    fake_llm.config.tokens_per_second = 25  # ~30 tokens over a second: a reply that visibly streams
+    return live_server_asgi
+
+
+@pytest.fixture
+def widget(organization, agent, host_site):
+    return widget_create(
+        organization=organization, agent=agent, name="Acme 고객센터",
+        allowed_domains=[f"localhost:{host_site.port}"],
+        theme={"color": "#0f766e", "welcome_message": "안녕하세요! **Acme 고객센터**입니다. 무엇을 도와드릴까요?",
+               "greeting": "보통 1분 안에 답해요"},
+    )
+
+
+def snippet(mejai, widget) -> str:
+    return f'<script async src="{mejai.url}/widget.js" data-key="{widget.public_key}"></script>'
+
+
+def host_page(body: str, title: str = "Acme Shop") -> str:
+    return (
+        "<!doctype html><html lang=ko><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f"<title>{title}</title></head><body><h1>{title}</h1><p>Welcome to our shop.</p>{body}</body></html>"
+    )
+
+
+@pytest.fixture
+def context_factory(browser):
+    contexts = []
+
+    def make(viewport=DESKTOP, **kwargs):
+        ctx = browser.new_context(viewport=viewport, locale="ko-KR", **kwargs)
+        ctx.set_default_timeout(15000)
+        contexts.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+def poll(target, expression: str, timeout: float = 15.0):
+    """Wait until a JS expression is truthy. (wait_for_function compiles its predicate in the page,
+    which a strict CSP without 'unsafe-eval' forbids; evaluate() is not subject to the page's CSP.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = target.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        time.sleep(0.05)
+
+
+def embed_frame(page):
+    poll(page, "!!document.querySelector('.mejai-w-frame')")
+    handle = page.query_selector(".mejai-w-frame")
+    frame = handle.content_frame()
+    frame.wait_for_selector("#mw-input:not([disabled])")
+    return frame
+
+
+def shot(page, name: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+STREAM_RECORDER = """() => {
+  window.__paints = [];
+  const log = document.getElementById('mw-log');
+  new MutationObserver(() => {
+    const b = document.querySelector('.mw-row.mw-streaming .mw-bubble');
+    if (b) window.__paints.push(b.textContent);
+  }).observe(log, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def send(frame, text: str):
+    frame.fill("#mw-input", text)
+    frame.press("#mw-input", "Enter")
+
+
+def last_reply(frame) -> str:
+    try:
+        frame.wait_for_selector(".mw-row.mw-bot[data-turn]:not(.mw-streaming) .mw-bubble")
+    except Exception as exc:
+        raise AssertionError("no reply; the panel shows: " + frame.text_content("body")) from exc
+    return frame.eval_on_selector_all(".mw-row.mw-bot[data-turn]:not(.mw-streaming) .mw-bubble", "els => els[els.length - 1].textContent")
+
+
+def test_one_line_snippet_streams_a_reply_and_resumes_after_reload(mejai, widget, host_site, context_factory):
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(host_site.allowed_url + "/")
+
+    launcher = page.wait_for_selector(".mejai-w-launcher", state="visible")
+    assert launcher.get_attribute("aria-expanded") == "false"
+    assert "Acme" in launcher.get_attribute("aria-label")
+    shot(page, "widget-desktop-closed.png")
+
+    launcher.click()
+    page.wait_for_selector(".mejai-w-panel", state="visible")
+    assert launcher.get_attribute("aria-expanded") == "true"
+    box = page.query_selector(".mejai-w-panel").bounding_box()
+    assert 360 <= box["width"] <= 420 and 560 <= box["height"] <= 640, box
+    frame = embed_frame(page)
+    assert "Acme 고객센터" in frame.text_content(".mw-welcome")
+    frame.evaluate(STREAM_RECORDER)
+
+    send(frame, "안녕하세요, 주문 상태를 알고 싶어요")
+    reply = last_reply(frame)
+    assert reply.startswith("반갑습니다!") and "도움말 센터" in reply
+    paints = [p for p in frame.evaluate("window.__paints") if p]
+    partial = {p for p in paints if len(p) < len(reply)}
+    assert len(partial) >= 3, f"the reply arrived in {len(partial)} partial paints: {paints[:5]}"
+    # Rendered as safe markdown: bold, and a link that opens safely.
+    assert frame.text_content(".mw-row.mw-bot[data-turn] strong") == "반갑습니다!"
+    link = frame.query_selector(".mw-row.mw-bot[data-turn] a")
+    assert link.get_attribute("href") == "https://help.example.com/start"
+    assert link.get_attribute("rel") == "noopener noreferrer" and link.get_attribute("target") == "_blank"
+    shot(page, "widget-desktop-open.png")
+
+    session = Session.objects.get(channel="web_widget", metadata__widget_id=widget.pk)
+    visitor = page.evaluate(f"localStorage.getItem('mejai:visitor:{widget.public_key}')")
+    assert visitor and session.metadata["visitor_id"] == visitor
+    assert session.metadata["origin"] == host_site.allowed_url
+    assert Turn.objects.get(session=session).reply_text.startswith("**반갑습니다!**")
+
+    # Escape closes the panel and gives focus back to the launcher.
+    frame.press("#mw-input", "Escape")
+    page.wait_for_selector(".mejai-w-panel", state="hidden")
+    assert page.evaluate("document.activeElement.classList.contains('mejai-w-launcher')")
+    assert launcher.get_attribute("aria-expanded") == "false"
+
+    # A reload resumes the same session, with its history.
+    page.reload()
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    frame.wait_for_selector(".mw-divider")
+    texts = frame.eval_on_selector_all(".mw-row .mw-bubble", "els => els.map(e => e.textContent)")
+    assert any("주문 상태를 알고 싶어요" in t for t in texts)
+    assert any(t.startswith("반갑습니다!") for t in texts)
+    send(frame, "감사합니다")
+    last_reply(frame)
+    poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length >= 2")
+    assert Session.objects.filter(channel="web_widget", metadata__widget_id=widget.pk).count() == 1
+    assert Turn.objects.filter(session=session).count() == 2
+    kinds = set(WidgetEvent.objects.filter(widget=widget).values_list("event_type", flat=True))
+    assert {"load", "open", "close"} <= kinds
+    assert not errors, errors
+
+
+def test_mobile_viewport_is_fullscreen(mejai, widget, host_site, context_factory):
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory(viewport=MOBILE, is_mobile=True, has_touch=True, device_scale_factor=2).new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.wait_for_selector(".mejai-w-launcher", state="visible")
+    shot(page, "widget-mobile-closed.png")
+    page.tap(".mejai-w-launcher")
+    page.wait_for_selector(".mejai-w-panel", state="visible")
+    page.wait_for_timeout(300)  # the open transition
+    box = page.query_selector(".mejai-w-panel").bounding_box()
+    assert box == {"x": 0, "y": 0, "width": MOBILE["width"], "height": MOBILE["height"]}, box
+    frame = embed_frame(page)
+    send(frame, "배송은 얼마나 걸리나요?")
+    last_reply(frame)
+    shot(page, "widget-mobile-open.png")
+    frame.click("#mw-close")
+    page.wait_for_selector(".mejai-w-launcher", state="visible")
+
+
+def test_not_allowed_origin_gets_no_widget(mejai, widget, host_site, context_factory):
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    messages = []
+    page.on("console", lambda msg: messages.append(msg.text))
+    page.goto(host_site.other_url + "/")
+    poll(page, "window.mejaiWidget && window.mejaiWidget.version === '1'")
+    deadline = time.monotonic() + 15
+    while not any("did not start" in m for m in messages) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert any("did not start" in m for m in messages), messages
+    assert page.query_selector(".mejai-w") is None
+    assert page.query_selector("iframe") is None
+    assert not Session.objects.filter(channel="web_widget").exists()
+
+    # Framing the embed page directly from that origin is refused by its frame-ancestors policy.
+    host_site.html = host_page(f'<iframe id="raw" src="{mejai.url}/embed/{widget.public_key}"></iframe>')
+    page.goto(host_site.other_url + "/raw")
+    page.wait_for_timeout(800)
+    frame = page.query_selector("#raw").content_frame()
+    assert frame is None or frame.query_selector("#mw-log") is None
+
+
+def test_strict_host_csp_second_copy_queue_and_spa_routes(mejai, widget, host_site, context_factory):
+    # No 'unsafe-inline' anywhere: the widget needs only its own origin for script, style, connect and frame.
+    host_site.headers = {
+        "Content-Security-Policy": (
+            f"default-src 'self'; script-src 'self' {mejai.url}; style-src 'self' {mejai.url}; "
+            f"connect-src {mejai.url}; frame-src {mejai.url}; img-src 'self'"
+        )
+    }
+    # Config and a queued call before the script (as an external file would do it; inline is blocked here).
+    host_site.html = host_page(
+        f'<script src="{host_site.allowed_url}/boot.js"></script>' + snippet(mejai, widget) + snippet(mejai, widget)
+    )
+    page = context_factory().new_page()
+    violations, console = [], []
+    page.on("console", lambda msg: console.append(msg.text))
+    boot_js = (
+        "window.mejaiWidget = window.mejaiWidget || function () { (mejaiWidget.q = mejaiWidget.q || []).push(arguments); };"
+        "mejaiWidget.position = 'bottom-left'; window.__events = [];"
+        "mejaiWidget('on', 'ready', function (i) { __events.push('ready'); });"
+        "mejaiWidget('on', 'open', function () { __events.push('open'); });"
+        "mejaiWidget('on', 'message', function (p) { __events.push('message:' + p.turn_id); });"
+        "mejaiWidget('open');"
+        "document.addEventListener('securitypolicyviolation', function (e) { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });"
+    )
+    page.route(f"{host_site.allowed_url}/boot.js", lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=boot_js))
+    page.goto(host_site.allowed_url + "/")
+    page.wait_for_selector(".mejai-w-panel", state="visible")  # the queued open() ran after load
+    assert page.evaluate("document.querySelectorAll('.mejai-w').length") == 1
+    assert any("already loaded" in m for m in console), console
+    assert page.evaluate("document.querySelector('.mejai-w').classList.contains('mejai-w-left')")
+    assert page.evaluate("getComputedStyle(document.querySelector('.mejai-w-launcher')).borderRadius") == "50%"
+    frame = embed_frame(page)
+    send(frame, "CSP 테스트")
+    last_reply(frame)
+    poll(page, "window.__events.some(e => e.startsWith('message:'))")
+    assert page.evaluate("window.__events.slice(0, 2)") == ["ready", "open"]
+    violations = page.evaluate("window.__csp || []")
+    assert violations == [], violations
+
+    # A single-page app changes route: the widget records the new page.
+    page.evaluate("history.pushState({}, '', '/products/42'); document.title = 'Product 42'")
+    for _ in range(50):
+        if WidgetEvent.objects.filter(widget=widget, event_type="page_view").exists():
+            break
+        page.wait_for_timeout(100)
+    event = WidgetEvent.objects.get(widget=widget, event_type="page_view")
+    assert event.payload["url"] == host_site.allowed_url + "/products/42"
+    # The host API works after load as a method and as a call.
+    page.evaluate("mejaiWidget.close()")
+    page.wait_for_selector(".mejai-w-panel", state="hidden")
+    page.evaluate("mejaiWidget('toggle')")
+    page.wait_for_selector(".mejai-w-panel", state="visible")
+
+
+def test_markdown_tricks_render_as_text(mejai, widget, host_site, context_factory, fake_llm):
+    fake_llm.config.reply = (
+        "<script>window.pwned=1</script> <img src=x onerror=window.pwned=2> "
+        "[클릭](javascript:window.pwned=3) [data](data:text/html,hi) **굵게** `<b>code</b>` [안전](https://example.com/a?b=1&c=2)"
+    )
+    fake_llm.config.tokens_per_second = 0
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    send(frame, "<script>alert(1)</script> [x](javascript:alert(1))")
+    reply = last_reply(frame)
+    assert "<script>window.pwned=1</script>" in reply
+    bubble = ".mw-row.mw-bot[data-turn] .mw-bubble"
+    assert frame.eval_on_selector(bubble, "b => b.querySelectorAll('script, img, b').length") == 0
+    hrefs = frame.eval_on_selector(bubble, "b => [...b.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    assert hrefs == ["https://example.com/a?b=1&c=2"]
+    assert "[클릭](javascript:window.pwned=3)" in reply
+    assert frame.eval_on_selector(bubble, "b => b.querySelector('code').textContent") == "<b>code</b>"
+    # The visitor's own message is shown as typed.
+    user = frame.eval_on_selector(".mw-row.mw-user .mw-bubble", "b => b.textContent")
+    assert "<script>alert(1)</script>" in user
+    assert frame.evaluate("window.pwned") is None and page.evaluate("window.pwned") is None
+
+    # The renderer's rules, case by case.
+    cases = frame.evaluate("""() => {
+      const r = (t) => { const d = document.createElement('div'); d.appendChild(mejaiMarkdown.render(t)); return d.innerHTML; };
+      return {
+        list: r('- 하나\\n- **둘**\\n\\n1. first\\n2. second'),
+        italic: r('*기울임* and _this_ but snake_case_name stays'),
+        code: r('```\\n<div>x</div>\\n```'),
+        vbscript: r('[a](vbscript:msgbox) [b]( https://ok.example/x )'),
+        quote: r('"quoted" & <tag attr="x">'),
+        autolink: r('see https://example.com/path.'),
+        dunder: r('call obj.__init__ or window.__x=1 then window.__y; __진짜 굵게__'),
+      };
+    }""")
+    assert cases["list"] == "<ul><li>하나</li><li><strong>둘</strong></li></ul><ol><li>first</li><li>second</li></ol>"
+    assert cases["italic"] == "<p><em>기울임</em> and <em>this</em> but snake_case_name stays</p>"
+    assert cases["code"] == "<pre><code>&lt;div&gt;x&lt;/div&gt;</code></pre>"
+    assert cases["vbscript"] == '<p>[a](vbscript:msgbox) <a href="https://ok.example/x" rel="noopener noreferrer" target="_blank">b</a></p>'
+    assert cases["quote"] == "<p>\"quoted\" &amp; &lt;tag attr=\"x\"&gt;</p>"
+    assert cases["dunder"] == "<p>call obj.__init__ or window.__x=1 then window.__y; <strong>진짜 굵게</strong></p>"
+    assert cases["autolink"] == '<p>see <a href="https://example.com/path" rel="noopener noreferrer" target="_blank">https://example.com/path</a>.</p>'
+
+
+def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_factory, settings, fake_llm):
+    from endusers.models import Identity
+    from runtime.commands import CommandReply, command_register
+
+    fake_llm.config.tokens_per_second = 0
+    command_register("contact_test", handler=lambda ctx: CommandReply(
+        message="연락처를 남겨 주시면 담당자가 연락드릴게요.",
+        quick_replies=[{"label": "나중에", "message": "나중에 할게요"}],
+        response_schema={"type": "object", "title": "연락처", "required": ["email"],
+                         "properties": {"name": {"type": "string", "title": "이름"},
+                                        "email": {"type": "string", "format": "email", "title": "이메일"}}},
+    ))
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+
+    # A form appears only when the reply asks for something; it validates, then records claims.
+    send(frame, "/contact_test")
+    frame.wait_for_selector(".mw-form")
+    assert frame.text_content(".mw-quick .mw-chip") == "나중에"
+    frame.fill(".mw-form input[name=email]", "not-an-email")
+    frame.click(".mw-form button[type=submit]")
+    assert "이메일" in frame.text_content(".mw-field-error:not(:empty)")
+    frame.fill(".mw-form input[name=name]", "김민지")
+    frame.fill(".mw-form input[name=email]", "minji@example.com")
+    frame.click(".mw-form button[type=submit]")
+    frame.wait_for_selector(".mw-form-done")
+    event = WidgetEvent.objects.get(widget=widget, event_type="form_submit")
+    assert event.payload["values"] == {"name": "김민지", "email": "minji@example.com"}
+    assert Identity.objects.filter(kind="email", verified=False).exists()
+
+    # An expired or broken token: the iframe asks the host to re-init and the message still goes through.
+    frame.evaluate("mejaiEmbed.state.token = mejaiEmbed.state.token.slice(0, -4) + 'AAAA'")
+    send(frame, "토큰이 바뀌어도 괜찮나요?")
+    poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length >= 2")
+    assert frame.query_selector(".mw-failed") is None
+    assert Turn.objects.filter(user_text="토큰이 바뀌어도 괜찮나요?").count() == 1
+
+    # Rate limited: a friendly state in the panel, and the message is kept to send later.
+    settings.WIDGET_RATE_CHAT_VISITOR = 1
+    settings.WIDGET_RATE_CHAT_VISITOR_WINDOW = 60
+    send(frame, "하나")
+    frame.wait_for_selector(".mw-banner-rate", state="visible")
+    assert "너무 빨리" in frame.text_content("#mw-banner-text")
+    shot(page, "widget-desktop-rate-limited.png")
