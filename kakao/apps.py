@@ -4,3 +4,26 @@ from django.apps import AppConfig
 class KakaoConfig(AppConfig):
     name = "kakao"
     verbose_name = "Kakao channel"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from runtime.commands import command_register
+
+        from kakao import services
+        from kakao.models import KakaoBot
+
+        command_register(
+            services.NAME_COMMAND, handler=services.name_command, aliases=("name",),
+            help_ko="부를 이름 바꾸기 (/이름 홍길동)", help_en="change the name I call you (/name Alex)",
+        )
+        command_register(
+            "답변", handler=services.held_answer_command, aliases=("answer",),
+            help_ko="준비가 늦어진 답변 받기", help_en="get an answer that took longer than usual",
+        )
+
+        def clear(**kwargs):
+            services.bots_cache_clear()
+
+        post_save.connect(clear, sender=KakaoBot, dispatch_uid="kakao_bots_cache_save")
+        post_delete.connect(clear, sender=KakaoBot, dispatch_uid="kakao_bots_cache_delete")

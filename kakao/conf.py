@@ -1,0 +1,109 @@
+"""Kakao channel settings: Django settings of the same name, else environment variables, else defaults."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+
+def _raw(name: str):
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name, "").strip() or None
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    value = _raw(name)
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_float(name, default))
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def callback_deadline_seconds() -> float:
+    """Kakao's callback URL lives about a minute; nothing is posted later than receipt + this."""
+    return _float("KAKAO_CALLBACK_DEADLINE_SECONDS", 55.0)
+
+
+def callback_settle_seconds() -> float:
+    """Wait this long after the acknowledgement before posting (an earlier post can be rejected)."""
+    return _float("KAKAO_CALLBACK_SETTLE_SECONDS", 1.0)
+
+
+def callback_max_attempts() -> int:
+    return max(1, _int("KAKAO_CALLBACK_MAX_ATTEMPTS", 3))
+
+
+def callback_connect_timeout() -> float:
+    return _float("KAKAO_CALLBACK_CONNECT_TIMEOUT", 2.0)
+
+
+def callback_read_timeout() -> float:
+    return _float("KAKAO_CALLBACK_READ_TIMEOUT", 5.0)
+
+
+def callback_backoff_seconds() -> float:
+    """First retry delay; doubled for each later attempt."""
+    return _float("KAKAO_CALLBACK_BACKOFF_SECONDS", 0.5)
+
+
+def still_working_margin_seconds() -> float:
+    """When less than this remains before the deadline and the answer is not ready, the callback
+    is spent on a short "still working" message (room for the post, its timeouts and one retry)."""
+    return _float("KAKAO_STILL_WORKING_MARGIN_SECONDS", 12.0)
+
+
+def sync_answer_seconds() -> float:
+    """Budget for a synchronous answer (no callbackUrl); Kakao gives the whole call 5 s."""
+    return _float("KAKAO_SYNC_ANSWER_SECONDS", 3.5)
+
+
+def max_body_bytes() -> int:
+    return _int("KAKAO_MAX_BODY_BYTES", 64 * 1024)
+
+
+def max_utterance_chars() -> int:
+    return _int("KAKAO_MAX_UTTERANCE_CHARS", 1000)
+
+
+def callback_url_max_chars() -> int:
+    return _int("KAKAO_CALLBACK_URL_MAX_CHARS", 1024)
+
+
+def enqueue_connect_timeout() -> float:
+    """How long the skill endpoint waits for the broker before answering synchronously."""
+    return _float("KAKAO_ENQUEUE_CONNECT_TIMEOUT", 0.5)
+
+
+def name_mode_minutes() -> int:
+    return _int("KAKAO_NAME_MODE_MINUTES", 10)
+
+
+def dev_tools_enabled() -> bool:
+    """The skill tester page and the callback receiver (development helpers)."""
+    return _bool("KAKAO_DEV_TOOLS", False)
+
+
+def test_loopback_callbacks() -> bool:
+    """Tests and benchmarks only: also accept http://127.0.0.1:<port> callback URLs when 127.0.0.1
+    is in the bot's allowed hosts, so the fake Kakao receiver can be used. Never set in production."""
+    return _bool("KAKAO_TEST_LOOPBACK_CALLBACKS", False)
+
+
+def generation_threads() -> int:
+    return max(1, _int("KAKAO_GENERATION_THREADS", 8))

@@ -1,0 +1,12 @@
+"""Celery tasks of the Kakao channel: thin wrappers over kakao.services."""
+
+from __future__ import annotations
+
+from mejai.celery import app
+
+
+@app.task(name="kakao.callback_deliver", acks_late=True, ignore_result=True)
+def callback_deliver_task(task_id: str) -> str:
+    from kakao.services import callback_deliver
+
+    return callback_deliver(task_id=task_id)

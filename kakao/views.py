@@ -1,0 +1,86 @@
+"""The Open Builder skill endpoints: POST /kakao/skill and POST /kakao/welcome (plain async views, fast)."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from mejai.errors import ApiError, error_response
+
+from kakao import conf, services
+from kakao.parsing import body_decode, skill_request_parse
+from kakao.responses import response_build
+
+logger = logging.getLogger(__name__)
+
+
+def _json(body: dict, status: int = 200) -> JsonResponse:
+    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+async def _authenticated_request(request, *, require_utterance: bool = True):
+    if request.method != "POST":
+        raise ApiError("method_not_allowed", f"Method {request.method} is not allowed; use POST.", 405)
+    bot = await sync_to_async(services.bot_authenticate)(headers=request.headers)
+    length = request.META.get("CONTENT_LENGTH") or ""
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if length.isdigit() and int(length) > conf.max_body_bytes():
+        raise ApiError("payload_too_large", f"The request body is limited to {conf.max_body_bytes():,} bytes.", 413)
+    try:
+        raw = request.body
+    except Exception:  # RequestDataTooBig and friends
+        raise ApiError("payload_too_large", f"The request body is limited to {conf.max_body_bytes():,} bytes.", 413) from None
+    data = body_decode(body=raw, content_type=content_type)
+    skill = skill_request_parse(data, require_utterance=require_utterance)
+    services.bot_check_id(bot=bot, skill=skill)
+    return bot, skill
+
+
+def _error(exc: ApiError) -> JsonResponse:
+    response = _json(exc.as_dict(), exc.status)
+    if exc.status == 405:
+        response["Allow"] = "POST"
+    if exc.status == 401:
+        response["WWW-Authenticate"] = "KakaoSkillSecret"
+    return response
+
+
+@csrf_exempt
+async def skill(request):
+    """Kakao i Open Builder skill: acknowledge with useCallback, or answer within the 5 s budget."""
+    try:
+        bot, skill_request = await _authenticated_request(request)
+        accepted = await sync_to_async(services.skill_receive)(bot=bot, skill=skill_request)
+    except ApiError as exc:
+        return _error(exc)
+    if accepted.kind == "callback" or accepted.response is not None:
+        return _json(accepted.response)
+    try:
+        return _json(await services.skill_answer_sync(accepted=accepted))
+    except Exception:
+        logger.exception("kakao: synchronous answer failed")
+        return _json(response_build([services.APOLOGY_TEXT]))
+
+
+@csrf_exempt
+async def welcome(request):
+    """The welcome block: greet (by name when known) without the LLM; nothing is stored."""
+    try:
+        bot, skill_request = await _authenticated_request(request, require_utterance=False)
+    except ApiError as exc:
+        return _error(exc)
+
+    def greet() -> dict:
+        from kakao.models import KakaoUser
+
+        user = KakaoUser.objects.select_related("end_user").filter(bot=bot, user_key=skill_request.user_id).first()
+        name = user.end_user.display_name if user else ""
+        text = f"{name}님, 다시 만나서 반가워요!\n{bot.welcome_text}" if name else bot.welcome_text
+        return response_build([text], quick_replies=[{"label": "이름 알려주기", "message": "/이름"}] if not name else [])
+
+    return _json(await sync_to_async(greet)())
+
+
