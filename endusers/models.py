@@ -50,7 +50,9 @@ class Identity(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
+        from endusers.privacy import mask_identity
+
+        return f"{self.kind}:{mask_identity(kind=self.kind, value=self.value)}"
 
 
 class EndUserSession(models.Model):
@@ -136,7 +138,9 @@ class Memory(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.text[:60]
+        from endusers.privacy import mask_text
+
+        return mask_text(self.text[:60])
 
     @property
     def is_active(self) -> bool:
