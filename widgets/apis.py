@@ -6,6 +6,7 @@ sync_to_async call to a service. CORS is answered here, per view, for the widget
 
 from __future__ import annotations
 
+from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import StreamingHttpResponse
@@ -13,7 +14,6 @@ from django.utils.cache import patch_vary_headers
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import renderers, serializers, status
 from rest_framework.response import Response
-from adrf.views import APIView as AsyncAPIView
 
 from mejai.errors import ApiError
 from runtime import services as runtime_services
@@ -92,6 +92,11 @@ class WidgetApiMixin(JsonErrorsMixin):
 
     @staticmethod
     def json_object(request) -> dict:
+        length = request.META.get("CONTENT_LENGTH")
+        limit = settings.RUNTIME_MAX_BODY_BYTES
+        if length and str(length).isdigit() and int(length) > limit:
+            # Checked before Django reads the body: past DATA_UPLOAD_MAX_MEMORY_SIZE it would answer HTML.
+            raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
         if not isinstance(request.data, dict):
             raise ApiError("invalid", "The body must be a JSON object.", 400)
         return request.data
@@ -238,12 +243,14 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
 # --- the session stream ------------------------------------------------------------------------
 
 async def _stream_body(items, *, keepalive: float):
-    yield "retry: 3000\n\n"
     async for item in with_keepalive(items, keepalive):
         if item is None:
             yield SSE_KEEPALIVE
             continue
         event_id, event = item
+        if event is None:  # subscribed: the first bytes tell the client it is live
+            yield "retry: 3000\n\n"
+            continue
         yield sse_encode(event, event_id=event_id or None)
 
 
@@ -262,7 +269,7 @@ class WidgetStreamTicketApi(WidgetApiMixin, AsyncAPIView):
     )
     async def post(self, request):
         raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
-        body = request.data if isinstance(request.data, dict) else {}
+        body = self.json_object(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else {}
 
         def run() -> dict:
             caller = services.widget_caller_load(raw_token=raw)
@@ -325,7 +332,7 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
 # --- events ------------------------------------------------------------------------------------
 
 class EventInput(serializers.Serializer):
-    type = serializers.CharField(max_length=40)
+    type = TextField(max_length=40)
     session_id = serializers.UUIDField(required=False, allow_null=True)
     payload = serializers.JSONField(required=False, allow_null=True)
     public_key = serializers.CharField(required=False, allow_blank=True, max_length=64)

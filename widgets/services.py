@@ -798,7 +798,11 @@ def _replay_event(turn: Turn) -> TurnEvent:
 
 
 async def session_events_stream(*, session_id, last_event_id: str | None = None) -> AsyncIterator[tuple[str, TurnEvent]]:
-    """(id, event) of a session from any tab: replay after Last-Event-ID, then live events."""
+    """(id, event) of a session from any tab: replay after Last-Event-ID, then live events.
+
+    The first item is (None, None), once the stream is subscribed: a client that has seen the
+    stream's first bytes misses nothing sent after that.
+    """
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
@@ -808,6 +812,7 @@ async def session_events_stream(*, session_id, last_event_id: str | None = None)
     await layer.group_add(group, channel)
     replayed: set[int] = set()
     try:
+        yield None, None
         resume = last_event_seq(last_event_id)
         if resume is not None:
             seq, complete = resume

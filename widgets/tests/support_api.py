@@ -53,7 +53,8 @@ def init_ok(client, widget, **kw) -> dict:
 
 
 def chat(client, token, message, **body):
-    return post_json(client, "/api/widget/chat", {"message": message, **body}, token=token)
+    extra = {k: body.pop(k) for k in list(body) if k.startswith("HTTP_") or k == "QUERY_STRING"}
+    return post_json(client, "/api/widget/chat", {"message": message, **body}, token=token, **extra)
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:

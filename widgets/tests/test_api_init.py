@@ -1,5 +1,6 @@
 """POST /api/widget/init: origins, paths, CORS, identity (HMAC), sessions, history, install status, limits."""
 
+# ruff: noqa: F811  (fixtures imported from support_api)
 from __future__ import annotations
 
 import pytest
