@@ -1,0 +1,38 @@
+"""Demo data: a widget allowed on localhost and 127.0.0.1 (any port), for `make run` and the quickstart."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from widgets.models import ChatWidget
+
+DEMO_NAME = "데모 위젯 · Demo widget"
+DEMO_DOMAINS = ["localhost", "127.0.0.1", "[::1]"]
+DEMO_THEME = {
+    "color": "#4f46e5",
+    "icon": "chat",
+    "position": "bottom-right",
+    "launcher_title": "mejai 데모샵 상담",
+    "greeting": "무엇을 도와드릴까요? 🙂",
+    "welcome_message": "안녕하세요! mejai 데모샵입니다. 배송, 환불, 주문에 대해 물어보세요.",
+    "mobile_allowed": True,
+}
+
+
+def demo_setup(*, organization, agent) -> list[str]:
+    """Create (once) the demo widget and return the lines to print: its key and the install snippet."""
+    widget = ChatWidget.objects.filter(organization=organization, name=DEMO_NAME).first()
+    if widget is None:
+        widget = ChatWidget.objects.create(
+            organization=organization, agent=agent, name=DEMO_NAME, allowed_domains=DEMO_DOMAINS, theme=DEMO_THEME,
+            locale=ChatWidget.Locale.KO,
+        )
+    elif not widget.is_active:
+        widget.is_active = True
+        widget.save(update_fields=["is_active", "updated_at"])
+    base = settings.PUBLIC_BASE_URL
+    return [
+        f"  widget:    {widget.public_key}  (allowed on localhost and 127.0.0.1, any port)",
+        f'  snippet:   <script async src="{base}/widget.js" data-key="{widget.public_key}"></script>',
+        f"  install:   {base}/app/settings/?tab=quickstart",
+    ]
