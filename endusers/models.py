@@ -19,7 +19,11 @@ class EndUser(models.Model):
         db_table = "A_end_users"
         ordering = ["-last_seen_at"]
         verbose_name = "end user"
-        indexes = [models.Index(fields=["organization", "-last_seen_at"], name="enduser_org_seen_idx")]
+        indexes = [
+            # The contacts list: current (not merged) end users, newest activity first; also serves its count.
+            models.Index(fields=["organization", "-last_seen_at"], name="enduser_org_current_idx",
+                         condition=models.Q(merged_into__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or f"end user #{self.pk}"

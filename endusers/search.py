@@ -54,19 +54,22 @@ class Hit:
 
 
 def _pg_search(*, scope_sql: str, scope_params: list, query: str, terms: list[str], limit: int) -> list[Hit]:
+    # Both conditions are served by GIN indexes (memory_fts_idx on the stored search_vector,
+    # memory_trgm_idx for `<%`), so only matching rows are read and ranked.
     sql = f"""
-        SELECT m.id,
-               ts_rank(to_tsvector('simple'::regconfig, m.text), q.tsq, 1) + word_similarity(%s, m.text) AS score
+        SELECT m.id, ts_rank(m.search_vector, q.tsq, 1) + word_similarity(%s, m.text) AS score
         FROM "A_end_user_memories" m, (SELECT to_tsquery('simple'::regconfig, %s) AS tsq) q
         WHERE {scope_sql} AND m.superseded_by_id IS NULL AND m.deleted_at IS NULL
-          AND (to_tsvector('simple'::regconfig, m.text) @@ q.tsq OR word_similarity(%s, m.text) >= %s)
+          AND (m.search_vector @@ q.tsq OR %s <%% m.text)
         ORDER BY score DESC, m.created_at DESC
         LIMIT %s
     """
     raw = " ".join(terms)
-    params = [raw, tsquery_text(terms), *scope_params, raw, MEMORY_SIMILARITY_THRESHOLD, limit]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        # `<%` uses this threshold; set for the connection, only memory search uses the operator.
+        cursor.execute("SELECT set_config('pg_trgm.word_similarity_threshold', %s, false)",
+                       [str(MEMORY_SIMILARITY_THRESHOLD)])
+        cursor.execute(sql, [raw, tsquery_text(terms), *scope_params, raw, limit])
         return [Hit(row[0], round(float(row[1]), 4)) for row in cursor.fetchall()]
 
 

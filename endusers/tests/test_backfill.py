@@ -52,3 +52,15 @@ def test_backfill_resumes_and_picks_up_new_turns(organization, agent):
     end_users_backfill(full=True)
     assert EndUserSession.objects.get(session=first).message_count == 2
     assert Identity.objects.get(kind="kakao").verified and Identity.objects.get(kind="mchat").verified
+
+
+def test_demo_setup_is_idempotent(organization, agent):
+    from endusers.demo import demo_setup
+    from endusers.models import Memory
+
+    lines = demo_setup(organization=organization, agent=agent)
+    demo_setup(organization=organization, agent=agent)
+    person = Identity.objects.get(kind="external_id", value="demo-customer-1").end_user
+    assert person.profile["name"] == "민수" and "demo-customer-1" in lines[0]
+    assert Memory.objects.filter(end_user=person, kind="fact", deleted_at__isnull=True).count() == 1
+    assert Memory.objects.filter(organization=organization, end_user__isnull=True).count() == 1

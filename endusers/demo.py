@@ -1,0 +1,30 @@
+"""Demo data for the end-users app: one known customer with memories, and an org-wide policy memory."""
+
+from __future__ import annotations
+
+from endusers.models import Memory
+from endusers.services import contact_upsert, memory_add, profile_name_set
+
+DEMO_MEMORIES = [
+    ("환불은 구매 후 7일 이내 가능하다고 안내받음", Memory.Kind.FACT),
+    ("연락은 이메일을 선호함", Memory.Kind.PREFERENCE),
+]
+ORG_MEMORY = "배송은 평균 2일 걸리며, 제주·도서 지역은 하루 더 걸립니다."
+
+
+def demo_setup(*, organization, agent) -> list[str]:
+    person, _ = contact_upsert(organization=organization, external_id="demo-customer-1", email="minsu@example.com")
+    if not person.profile.get("name"):
+        profile_name_set(end_user=person, name="민수")
+    active = set(Memory.objects.filter(end_user=person, deleted_at__isnull=True, superseded_by__isnull=True)
+                 .values_list("text", flat=True))
+    for text, kind in DEMO_MEMORIES:
+        if text not in active:
+            memory_add(end_user=person, text=text, kind=kind, source=Memory.Source.ADMIN, actor="demo_setup")
+    if not Memory.objects.filter(organization=organization, end_user__isnull=True, text=ORG_MEMORY).exists():
+        memory_add(organization=organization, text=ORG_MEMORY, source=Memory.Source.ADMIN, actor="demo_setup")
+    return [
+        f"End user 민수 (#{person.pk}, external_id demo-customer-1) with {len(DEMO_MEMORIES)} memories: "
+        "try POST /api/runtime/chat {\"message\": \"환불 규정 알려줘\", \"external_id\": \"demo-customer-1\"}",
+        f"Contacts API: GET /api/contacts/{person.pk} (Authorization: Bearer <demo API key>)",
+    ]
