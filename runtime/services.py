@@ -247,12 +247,26 @@ def _response_schema_from(arguments: dict) -> dict | None:
 
 
 def _turn_claim(turn_id) -> bool:
-    """Mark a pending turn as being answered; False when another process already has it."""
+    """Mark a pending turn as being answered; False when another process already has it.
+
+    started_at is set here too; when earlier turns make it wait, _turn_begin moves it to after the wait.
+    """
+    now = timezone.now()
     return bool(
         Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
-            status=Turn.Status.STREAMING, updated_at=timezone.now()
+            status=Turn.Status.STREAMING, started_at=now, updated_at=now
         )
     )
+
+
+def _turn_open(turn: Turn) -> tuple[bool, Turn | None]:
+    """Claim the turn and, when no earlier turn of its session is unanswered, return it reloaded:
+    (claimed, turn or None when it has to wait). One thread hop for the common case."""
+    if not _turn_claim(turn.id):
+        return False, None
+    if _predecessors_pending(turn):
+        return True, None
+    return True, _turn_reload(turn.id)
 
 
 def _turn_begin(turn_id) -> Turn:
@@ -274,13 +288,19 @@ def _turn_finish(turn_id, **fields) -> Turn:
 
 def _predecessors_pending(turn: Turn) -> int:
     """How many earlier turns of the session are still unanswered; abandoned ones are failed."""
-    stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
+    if turn.seq <= 1:
+        return 0  # the first turn of a session has nothing to wait for
     earlier = Turn.objects.filter(session_id=turn.session_id, seq__lt=turn.seq).exclude(status__in=Turn.FINISHED)
+    pending = earlier.count()
+    if not pending:
+        return 0
+    stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
     abandoned = earlier.filter(updated_at__lt=stale_before).update(
         status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."
     )
-    if abandoned:
-        logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
+    if not abandoned:
+        return pending
+    logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
     return earlier.count()
 
 
@@ -321,7 +341,9 @@ def _replay(turn: Turn) -> list[TurnEvent]:
 
 async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
     """Answer a stored turn, yielding start, delta…, then message or error."""
-    if not await sync_to_async(_turn_claim)(turn.id):
+    started = time.monotonic()
+    claimed, opened = await sync_to_async(_turn_open)(turn)
+    if not claimed:
         # A retry of a turn that is answered, or being answered, elsewhere: wait and replay it.
         try:
             await _wait_until(lambda: not _turn_reload(turn.id).is_finished, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
@@ -333,20 +355,22 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
             yield event
         return
 
-    started = time.monotonic()
-    try:
-        await _wait_until(lambda: _predecessors_pending(turn) > 0, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
-    except TurnOrderTimeout:
-        await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.FAILED, error_code="order_timeout",
-                                          error="An earlier message of this conversation is still being answered.")
-        yield event_error(code="order_timeout", message="An earlier message of this conversation is still being answered.",
-                          session_id=turn.session_id, turn_id=turn.id, retryable=True)
-        return
-    except asyncio.CancelledError:
-        await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.INTERRUPTED, error_code="client_disconnected")
-        raise
-
-    turn = await sync_to_async(_turn_begin)(turn.id)
+    if opened is not None:
+        turn = opened
+    else:
+        try:
+            await _wait_until(lambda: _predecessors_pending(turn) > 0, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
+        except TurnOrderTimeout:
+            await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.FAILED, error_code="order_timeout",
+                                              error="An earlier message of this conversation is still being answered.")
+            yield event_error(code="order_timeout",
+                              message="An earlier message of this conversation is still being answered.",
+                              session_id=turn.session_id, turn_id=turn.id, retryable=True)
+            return
+        except asyncio.CancelledError:
+            await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.INTERRUPTED, error_code="client_disconnected")
+            raise
+        turn = await sync_to_async(_turn_begin)(turn.id)
     yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
 
     matched = commands.command_match(turn.user_text)
