@@ -319,7 +319,13 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
             return session
 
-        session = await sync_to_async(run)()
+        def run_and_release():
+            try:
+                return run()
+            finally:
+                services.db_release()  # the stream may stay open for hours: no connection held
+
+        session = await sync_to_async(run_and_release)()
         events = services.session_events_stream(session_id=session.pk, last_event_id=last_event_id)
         response = StreamingHttpResponse(
             _stream_body(events, keepalive=conf.sse_keepalive_seconds()), content_type="text/event-stream; charset=utf-8"

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
@@ -120,12 +120,12 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         token = content.get("token")
         if not isinstance(token, str):
             raise ApiError("token_missing", "위젯 토큰이 필요합니다. (A widget token is required.)", 401)
-        caller = await sync_to_async(services.widget_caller_load)(raw_token=token)
+        caller = await database_sync_to_async(services.widget_caller_load)(raw_token=token)
         if not self._origin_ok(caller):
             await self.send_error("origin_not_allowed", "This page may not use the widget.")
             await self.close(code=CLOSE_ORIGIN_NOT_ALLOWED)
             return
-        session = await sync_to_async(services.widget_session_get)(caller=caller, session_id=content.get("session_id"))
+        session = await database_sync_to_async(services.widget_session_get)(caller=caller, session_id=content.get("session_id"))
         group = services.session_group(session.pk)
         if self.group and self.group != group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -158,7 +158,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             return services.widget_chat_start(caller=caller, text=content.get("message"), session_id=self.session_id,
                                               client_message_id=cmid or "", context=context if isinstance(context, dict) else None)
 
-        turn, created = await sync_to_async(start)()
+        turn, created = await database_sync_to_async(start)()
         task = asyncio.ensure_future(self._answer(turn, created, services.page_context_clean(context)))
         self.answers.add(task)
         task.add_done_callback(self.answers.discard)

@@ -587,11 +587,18 @@ def widget_init(
     session_id=None,
 ) -> InitResult:
     """Identify the visitor, create or resume their conversation, and issue a widget token."""
+    visitor = visitor if isinstance(visitor, dict) else {}
+    visitor_id = visitor_id_clean(visitor.get("id"))
+    # One transaction (one commit) for the identity, the session and the counters.
+    with transaction.atomic():
+        return _widget_init(widget=widget, check=check, visitor=visitor, visitor_id=visitor_id, referrer=referrer,
+                            locale=locale, session_id=session_id)
+
+
+def _widget_init(*, widget, check, visitor, visitor_id, referrer, locale, session_id) -> InitResult:
     from runtime.services import session_create
     from widgets.tokens import widget_token_issue
 
-    visitor = visitor if isinstance(visitor, dict) else {}
-    visitor_id = visitor_id_clean(visitor.get("id"))
     end_user, verified = _end_user_resolve(widget=widget, visitor_id=visitor_id, visitor=visitor)
 
     sessions = _sessions_of(widget=widget, end_user=end_user, visitor_id=visitor_id, verified=verified).filter(
@@ -624,10 +631,10 @@ def widget_init(
         widget=widget, origin=check.origin, visitor_id=visitor_id, end_user_id=end_user.pk if end_user else None,
         session_id=session.pk, verified=verified,
     )
+    history = session_history(session=session) if resumed else []
     if not check.preview:
         install_seen(widget=widget, origin=check.origin, page_url=check.page_url)
-        stat_increment(widget_id=widget.pk, loads=1)
-    history = session_history(session=session) if resumed else []
+        stat_increment(widget_id=widget.pk, loads=1)  # last: the day's row is locked until the commit
     return InitResult(widget=widget, token=token, expires_at=expires_at, session=session, visitor_id=visitor_id,
                       end_user=end_user, verified=verified, history=history, resumed=resumed)
 
@@ -710,14 +717,16 @@ def widget_chat_start(
 
     text = widget_message_validate(text)
     session = widget_session_get(caller=caller, session_id=session_id)
-    turn, created = turn_start(
-        organization=caller.widget.organization, agent=session.agent, channel=Channel.WEB_WIDGET, text=text,
-        session=session, end_user=session.end_user, client_message_id=client_message_id or "",
-        idempotency_scope=caller.idempotency_scope,
-    )
-    if created:
-        if not session.metadata.get("preview"):
+    with transaction.atomic():  # the turn and today's counters in one commit
+        turn, created = turn_start(
+            organization=caller.widget.organization, agent=session.agent, channel=Channel.WEB_WIDGET, text=text,
+            session=session, end_user=session.end_user, client_message_id=client_message_id or "",
+            idempotency_scope=caller.idempotency_scope,
+        )
+        if created and not session.metadata.get("preview"):
+            # Last in the transaction: the day's counter row stays locked only until the commit.
             stat_increment(widget_id=caller.widget.pk, messages=1, conversations=1 if turn.seq == 1 else 0)
+    if created:
         url = (context or {}).get("url")
         if isinstance(url, str) and url and url != session.metadata.get("page_url"):
             check_origin = origin_parse(url)
@@ -781,10 +790,24 @@ async def events_publish(*, session_id, seq: int, events: AsyncIterator[TurnEven
         yield event
 
 
+def db_release() -> None:
+    """Give this thread's database connection back (to the pool) now, not when the response ends.
+
+    A long-lived stream would otherwise keep a connection checked out for its whole life, and a few
+    dozen open streams would exhaust the pool. Inside a transaction (tests) nothing is closed.
+    """
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _turns_after(*, session_id, seq: int, inclusive: bool) -> list[Turn]:
     turns = Turn.objects.filter(session_id=session_id, status__in=(Turn.Status.COMPLETED, Turn.Status.FAILED))
     turns = turns.filter(seq__gte=seq) if inclusive else turns.filter(seq__gt=seq)
-    return list(turns.select_related("session").order_by("seq")[:100])
+    found = list(turns.select_related("session").order_by("seq")[:100])
+    db_release()
+    return found
 
 
 def _replay_event(turn: Turn) -> TurnEvent:
