@@ -317,7 +317,7 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             self.cors_allow_token_origin(request, caller)
             session = services.widget_session_get(caller=caller, session_id=wanted)
             rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
-            return session
+            return session, caller.claims.expires_at
 
         def run_and_release():
             try:
@@ -325,8 +325,8 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             finally:
                 services.db_release()  # the stream may stay open for hours: no connection held
 
-        session = await sync_to_async(run_and_release)()
-        events = services.session_events_stream(session_id=session.pk, last_event_id=last_event_id)
+        session, expires_at = await sync_to_async(run_and_release)()
+        events = services.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at)
         response = StreamingHttpResponse(
             _stream_body(events, keepalive=conf.sse_keepalive_seconds()), content_type="text/event-stream; charset=utf-8"
         )

@@ -22,6 +22,7 @@ THEME_DEFAULTS = {
 }
 POSITIONS = ("bottom-right", "bottom-left")
 ICONS = ("chat", "help", "sparkle", "headset")
+CORS_PATTERNS_CACHE_KEY = "widget:cors-patterns"
 
 
 def public_key_generate() -> str:
@@ -87,6 +88,9 @@ class ChatWidget(models.Model):
         if not self.identity_secret:
             self.identity_secret = identity_secret_generate()
         super().save(*args, **kwargs)
+        from django.core.cache import cache
+
+        cache.delete(CORS_PATTERNS_CACHE_KEY)  # CORS preflights see new domains at once
 
     @property
     def is_installed(self) -> bool:

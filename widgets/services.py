@@ -341,12 +341,14 @@ def widget_cors_origin_known(*, origin_header: str | None) -> str | None:
     origin = origin_parse(origin_header)
     if origin is None:
         return None
-    patterns = cache.get("widget:cors-patterns")
+    from widgets.models import CORS_PATTERNS_CACHE_KEY
+
+    patterns = cache.get(CORS_PATTERNS_CACHE_KEY)
     if patterns is None:
         patterns = []
         for values in ChatWidget.objects.filter(is_active=True).values_list("allowed_domains", flat=True):
             patterns.extend(str(p) for p in patterns_parse(values))
-        cache.set("widget:cors-patterns", patterns, 60)
+        cache.set(CORS_PATTERNS_CACHE_KEY, patterns, 60)
     parsed = patterns_parse(patterns)
     return str(origin) if origin_allowed(origin=origin, patterns=parsed) else None
 
@@ -820,12 +822,19 @@ def _replay_event(turn: Turn) -> TurnEvent:
                        session_id=turn.session_id, turn_id=turn.id)
 
 
-async def session_events_stream(*, session_id, last_event_id: str | None = None) -> AsyncIterator[tuple[str, TurnEvent]]:
+async def session_events_stream(
+    *, session_id, last_event_id: str | None = None, until=None
+) -> AsyncIterator[tuple[str, TurnEvent]]:
     """(id, event) of a session from any tab: replay after Last-Event-ID, then live events.
 
     The first item is (None, None), once the stream is subscribed: a client that has seen the
-    stream's first bytes misses nothing sent after that.
+    stream's first bytes misses nothing sent after that. At `until` (the token's expiry) the stream
+    ends with a `token_expired` error, so a leaked token cannot hold a stream open for ever.
     """
+    import asyncio
+
+    from runtime.events import event_error
+
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
@@ -843,7 +852,18 @@ async def session_events_stream(*, session_id, last_event_id: str | None = None)
                 replayed.add(turn.seq)
                 yield str(turn.seq), _replay_event(turn)
         while True:
-            message = await layer.receive(channel)
+            remaining = (until - timezone.now()).total_seconds() if until is not None else None
+            try:
+                if remaining is None:
+                    message = await layer.receive(channel)
+                else:
+                    message = await asyncio.wait_for(layer.receive(channel), timeout=max(0.0, remaining))
+            except TimeoutError:
+                yield "", event_error(
+                    code="token_expired", session_id=session_id, retryable=True,
+                    message="위젯 토큰이 만료되었습니다. 다시 연결해 주세요. (The widget token has expired.)",
+                )
+                return
             if message.get("type") != "widget.turn_event":
                 continue
             seq = int(message.get("seq") or 0)

@@ -181,3 +181,21 @@ async def test_token_renewal_by_reinit_keeps_the_conversation(live_server_asgi, 
                                   headers={"Authorization": f"Bearer {renewed['widget_token']}"})).json()
         assert second["session_id"] == started["session_id"]
     assert json.dumps(second)
+
+
+async def test_stream_ends_when_the_token_expires(live_server_asgi, widget, settings):
+    import time
+
+    import jwt
+
+    from widgets.tokens import token_backend
+
+    async with httpx.AsyncClient(base_url=live_server_asgi.url, timeout=10) as http:
+        started = await _init(http, widget)
+        payload = jwt.decode(started["widget_token"], options={"verify_signature": False})
+        short = jwt.encode({**payload, "exp": int(time.time()) + 2}, token_backend().signing_key, algorithm="HS256")
+        async with http.stream("GET", "/api/widget/stream", headers={"Authorization": f"Bearer {short}"}) as response:
+            reader = SSEReader(response)
+            await reader.opened_ok()
+            event = await reader.next_event(timeout=8)
+    assert event[1] == "error" and event[2]["code"] == "token_expired"
