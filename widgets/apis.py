@@ -232,7 +232,8 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
         turn, created, page = await sync_to_async(run)()
         events = runtime_services.turn_answer_stream(turn=turn, page=page)
         if created:
-            events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events)
+            events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events,
+                                             user_text=turn.user_text)
         if stream_requested(request):
             from runtime.sse import sse_response
 

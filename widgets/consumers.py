@@ -167,7 +167,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         events = runtime_services.turn_answer_stream(turn=turn, page=page)
         if created:
             events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events,
-                                             sender=self.channel_name)
+                                             sender=self.channel_name, user_text=turn.user_text)
         try:
             async for event in events:
                 frame = frame_for(event.type, event.as_dict())

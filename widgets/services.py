@@ -772,24 +772,51 @@ def last_event_seq(value: str | None) -> tuple[int, bool] | None:
     return int(head), not dot
 
 
-async def events_publish(*, session_id, seq: int, events: AsyncIterator[TurnEvent], sender: str = "") -> AsyncIterator[TurnEvent]:
-    """Pass the turn's events through, publishing each to the session's group for other tabs."""
+async def events_publish(
+    *, session_id, seq: int, events: AsyncIterator[TurnEvent], sender: str = "", user_text: str = ""
+) -> AsyncIterator[TurnEvent]:
+    """Pass the turn's events through, publishing each to the session's group for other tabs.
+
+    Other tabs also get the visitor's own text on `start` (so they can show it), and an `error`
+    `client_disconnected` when the sending tab leaves mid-answer (so they stop waiting).
+    """
+    import asyncio
+
     from channels.layers import get_channel_layer
+
+    from runtime.events import event_error
 
     layer = get_channel_layer()
     group = session_group(session_id)
     n = 0
-    async for event in events:
-        n += 1
-        if layer is not None:
-            try:
-                await layer.group_send(group, {
-                    "type": "widget.turn_event", "event_type": event.type, "data": event.as_dict(),
-                    "id": event_id_for(event, seq, n), "seq": seq, "sender": sender,
-                })
-            except Exception:  # a broken channel layer must not break the visitor's own answer
-                logger.warning("widget: could not publish to %s", group, exc_info=True)
-        yield event
+
+    def message_for(event: TurnEvent, number: int) -> dict:
+        data = event.as_dict()
+        if event.type == "start" and user_text:
+            data["user_text"] = user_text
+        return {"type": "widget.turn_event", "event_type": event.type, "data": data,
+                "id": event_id_for(event, seq, number), "seq": seq, "sender": sender}
+
+    finished = False
+    turn_id = None
+    try:
+        async for event in events:
+            n += 1
+            turn_id = event.data.get("turn_id") or turn_id
+            finished = event.type in ("message", "error")
+            if layer is not None:
+                try:
+                    await layer.group_send(group, message_for(event, n))
+                except Exception:  # a broken channel layer must not break the visitor's own answer
+                    logger.warning("widget: could not publish to %s", group, exc_info=True)
+            yield event
+    except (asyncio.CancelledError, GeneratorExit):
+        if not finished and layer is not None and n:
+            gone = event_error(code="client_disconnected", session_id=session_id, turn_id=turn_id,
+                               message="답변이 중단되었습니다. (The answer was interrupted.)", retryable=True)
+            # Fire and forget: this task is being cancelled and may not await any more.
+            asyncio.ensure_future(layer.group_send(group, message_for(gone, n + 1)))
+        raise
 
 
 def db_release() -> None:
@@ -918,7 +945,7 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     payload = payload if payload is not None else {}
     if not isinstance(payload, dict):
         raise ApiError("invalid", "payload must be an object.", 400, field="payload")
-    if len(json.dumps(payload, ensure_ascii=False, default=str)) > MAX_EVENT_PAYLOAD_BYTES:
+    if len(json.dumps(payload, ensure_ascii=False, default=str).encode()) > MAX_EVENT_PAYLOAD_BYTES:
         raise ApiError("payload_too_large", f"An event payload is limited to {MAX_EVENT_PAYLOAD_BYTES:,} bytes.", 413,
                        field="payload")
     session = widget_session_get(caller=caller, session_id=session_id) if session_id else None

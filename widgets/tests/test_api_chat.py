@@ -234,3 +234,29 @@ def test_form_claim_never_links_to_another_person(client, widget, started):
     event(client, theirs["widget_token"], {"type": "form_submit", "payload": {"values": {"email": "owner@example.com"}}})
     event(client, started["widget_token"], {"type": "form_submit", "payload": {"values": {"email": "owner@example.com"}}})
     assert Identity.objects.filter(kind="email").count() == 1
+
+
+def test_cors_on_token_calls_only_for_the_token_origin(client, started, offline_llm):
+    own = chat(client, started["widget_token"], "hi")
+    assert own["Access-Control-Allow-Origin"] == ORIGIN and "Origin" in own["Vary"]
+    foreign = post_json(client, "/api/widget/chat", {"message": "hi"}, token=started["widget_token"],
+                        origin="https://evil.com")
+    assert foreign.status_code == 200 and "Access-Control-Allow-Origin" not in foreign
+
+
+def test_client_address_behind_a_trusted_proxy(settings):
+    from widgets.ratelimit import client_ip
+
+    meta = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 5.6.7.8"}
+    assert client_ip(meta) == "10.0.0.1"
+    settings.WIDGET_TRUST_X_FORWARDED_FOR = True
+    assert client_ip(meta) == "5.6.7.8"
+
+
+def test_init_resumes_a_named_session_only_when_it_is_theirs(client, widget, started, offline_llm):
+    chat(client, started["widget_token"], "첫 대화")
+    theirs = init_ok(client, widget, visitor={"id": "visitor-zzzz-9"})
+    again = init_ok(client, widget, session_id=started["session_id"])
+    assert again["session_id"] == started["session_id"]
+    hijack = init_ok(client, widget, visitor={"id": "visitor-zzzz-9"}, session_id=started["session_id"])
+    assert hijack["session_id"] == theirs["session_id"] and hijack["history"] == []

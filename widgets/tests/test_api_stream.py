@@ -77,6 +77,7 @@ async def test_another_tab_receives_the_deltas(live_server_asgi, widget, fake_ll
             events = await reader.until("message")
     names = [name for _, name, _ in events]
     assert names[0] == "start" and names.count("delta") >= 4
+    assert events[0][2]["user_text"] == "넷까지 세어 줘"  # the other tab can show what was sent
     assert "".join(data["text"] for _, name, data in events if name == "delta") == "첫째 둘째 셋째 넷째"
     message_id, _, message = events[-1]
     assert message["message"] == reply.json()["message"] and message["turn_id"] == reply.json()["turn_id"]
@@ -199,3 +200,23 @@ async def test_stream_ends_when_the_token_expires(live_server_asgi, widget, sett
             await reader.opened_ok()
             event = await reader.next_event(timeout=8)
     assert event[1] == "error" and event[2]["code"] == "token_expired"
+
+
+async def test_other_tab_learns_when_the_sender_leaves_mid_answer(live_server_asgi, widget, fake_llm):
+    fake_llm.config.reply = " ".join(["단어"] * 40)
+    fake_llm.config.tokens_per_second = 20
+    async with httpx.AsyncClient(base_url=live_server_asgi.url, timeout=10) as http, \
+            httpx.AsyncClient(base_url=live_server_asgi.url, timeout=10) as sender:
+        started = await _init(http, widget)
+        auth = {"Authorization": f"Bearer {started['widget_token']}"}
+        async with http.stream("GET", "/api/widget/stream", headers=auth) as other_tab:
+            reader = SSEReader(other_tab)
+            await reader.opened_ok()
+            async with sender.stream("POST", "/api/widget/chat", json={"message": "길게 말해 줘"},
+                                     headers={**auth, "Accept": "text/event-stream"}) as own:
+                async for line in own.aiter_lines():
+                    if line == "event: delta":
+                        break  # the sending tab goes away after the first delta
+            events = await reader.until("error")
+    assert events[-1][2]["code"] == "client_disconnected"
+    assert any(name == "delta" for _, name, _ in events)

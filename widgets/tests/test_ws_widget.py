@@ -135,3 +135,26 @@ async def test_rate_limited_socket_message(widget, settings, offline_llm):
     error = await ws.receive_json_from()
     assert error["type"] == "error" and error["code"] == "rate_limited" and error["retry_after"] >= 1
     await ws.disconnect()
+
+
+async def test_expired_token_on_an_open_socket(widget, offline_llm):
+    import time
+
+    import jwt
+
+    from widgets.tokens import token_backend
+
+    started = await sync_to_async(_init)(widget)
+    payload = jwt.decode(started["widget_token"], options={"verify_signature": False})
+    # Within the 5 s leeway the join is accepted; the message after the expiry is not.
+    stale = jwt.encode({**payload, "exp": int(time.time()) - 1}, token_backend().signing_key, algorithm="HS256")
+    ws = await connect()
+    await ws.send_json_to({"type": "join", "token": stale})
+    assert (await ws.receive_json_from())["type"] == "joined"
+    await ws.send_json_to({"type": "user_message", "message": "안녕"})
+    assert (await ws.receive_json_from())["code"] == "token_expired"
+    await ws.send_json_to({"type": "join", "token": started["widget_token"]})  # renewed by re-init
+    assert (await ws.receive_json_from())["type"] == "joined"
+    await ws.send_json_to({"type": "user_message", "message": "안녕"})
+    assert (await receive_until(ws, "assistant_message"))[-1]["session_id"] == started["session_id"]
+    await ws.disconnect()
