@@ -36,6 +36,7 @@ EMBED_CSP = (
 
 # --- /widget.js -------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=4)
 def _widget_js_build(js_mtime: float, css_mtime: float) -> tuple[bytes, bytes, str]:
     """(body, gzipped body, etag) of widget.js, with the versioned launcher.css path filled in."""
@@ -73,6 +74,7 @@ def widget_js(request):
 
 
 # --- /embed/<public_key> -----------------------------------------------------------------------
+
 
 def _own_origins(request) -> set[str]:
     from widgets.services import origin_parse
@@ -118,11 +120,15 @@ def embed(request, public_key: str):
         "max_chars": conf.max_message_chars(),
         "preview": preview,
     }
-    response = render(request, "widgets/embed.html", {
-        "embed_config": config,
-        "locale": locale,
-        "title": theme.get("launcher_title") or widget.name,
-    })
+    response = render(
+        request,
+        "widgets/embed.html",
+        {
+            "embed_config": config,
+            "locale": locale,
+            "title": theme.get("launcher_title") or widget.name,
+        },
+    )
     response["Content-Security-Policy"] = EMBED_CSP + "; " + widget_frame_ancestors(widget)
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "strict-origin-when-cross-origin"
@@ -130,6 +136,7 @@ def embed(request, public_key: str):
 
 
 # --- /app/settings/?tab=quickstart ------------------------------------------------------------
+
 
 def _public_base(request) -> str:
     # PUBLIC_BASE_URL when configured explicitly; otherwise the address the operator is using.
@@ -165,7 +172,10 @@ def _week_stats(widget) -> dict:
 
     since = timezone.localdate() - timedelta(days=6)
     totals = WidgetDailyStat.objects.filter(widget=widget, day__gte=since).aggregate(
-        loads=Sum("loads"), opens=Sum("opens"), conversations=Sum("conversations"), messages=Sum("messages"),
+        loads=Sum("loads"),
+        opens=Sum("opens"),
+        conversations=Sum("conversations"),
+        messages=Sum("messages"),
         form_submits=Sum("form_submits"),
     )
     return {k: v or 0 for k, v in totals.items()}
@@ -195,20 +205,24 @@ def settings_page(request):
             raise Http404("No such widget.")
     elif widgets:
         widget = next((w for w in widgets if w.is_active), widgets[0])
-    context.update({
-        "organization": organization,
-        "widgets": widgets,
-        "widget": widget,
-        "add_url": _admin_url("add") if request.user.is_staff else None,
-    })
+    context.update(
+        {
+            "organization": organization,
+            "widgets": widgets,
+            "widget": widget,
+            "add_url": _admin_url("add") if request.user.is_staff else None,
+        }
+    )
     if widget is not None:
         base = context["base"]
-        context.update({
-            "snippet": f'<script async src="{base}/widget.js" data-key="{widget.public_key}"></script>',
-            "theme": widget.theme_resolved,
-            "domains": _domain_status(widget),
-            "stats": _week_stats(widget),
-            "change_url": _admin_url("change", widget.pk) if request.user.is_staff else None,
-            "preview_src": f"/embed/{widget.public_key}?preview=1",
-        })
+        context.update(
+            {
+                "snippet": f'<script async src="{base}/widget.js" data-key="{widget.public_key}"></script>',
+                "theme": widget.theme_resolved,
+                "domains": _domain_status(widget),
+                "stats": _week_stats(widget),
+                "change_url": _admin_url("change", widget.pk) if request.user.is_staff else None,
+                "preview_src": f"/embed/{widget.public_key}?preview=1",
+            }
+        )
     return render(request, "widgets/quickstart.html", context)

@@ -51,7 +51,7 @@
 
   var S = {
     token: null, sessionId: null, open: false, unread: 0, page: {}, queue: [], busy: false,
-    tokenWait: null, attempt: 0, retryTimer: null, config: {}, started: false, seen: {}
+    tokenWait: null, attempt: 0, retryTimer: null, config: {}, started: false, seen: {}, inits: 0, sent: 0
   };
 
   // --- DOM ------------------------------------------------------------------------------------
@@ -186,6 +186,7 @@
   }
 
   function onInit(m) {
+    S.inits += 1;
     var c = claims(m.token || "");
     if (!m.token || (c.origin && c.origin !== hostOrigin)) {
       setBanner("error", T("auth"), false);
@@ -205,6 +206,7 @@
     setBanner(null);
     if (m.open) setOpen(true);
     apiEvent("load", { url: S.page.url });
+    if (fresh || !live.ctl) { live.lastId = null; liveStart(); }
     pump();
   }
   function onToken(m) {
@@ -260,12 +262,15 @@
     e.retryAfter = +r.headers.get("Retry-After") || 0;
     return e;
   }
-  function request(path, body, accept) {
-    return fetch(path, {
-      method: "POST", credentials: "omit", cache: "no-store",
-      headers: { "Content-Type": "application/json", Accept: accept || "application/json", Authorization: "Bearer " + S.token },
-      body: JSON.stringify(body)
-    }).then(function (r) {
+  function request(path, body, accept, extra) {
+    var headers = { Accept: accept || "application/json", Authorization: "Bearer " + S.token };
+    var opts = { method: body ? "POST" : "GET", credentials: "omit", cache: "no-store", headers: headers };
+    if (body) { headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+    for (var k in extra || {}) {
+      if (k === "signal") opts.signal = extra.signal;
+      else headers[k] = extra[k];
+    }
+    return fetch(path, opts).then(function (r) {
       if (r.ok) return r;
       return r.json().catch(function () { return {}; }).then(function (b) { throw httpError(r, b); });
     });
@@ -292,7 +297,7 @@
     function parse() {
       var i;
       while ((i = buf.indexOf("\n\n")) >= 0) {
-        var block = buf.slice(0, i), type = "message", data = [];
+        var block = buf.slice(0, i), type = "message", data = [], id = null;
         buf = buf.slice(i + 2);
         block.split("\n").forEach(function (line) {
           if (!line || line.charAt(0) === ":") return;
@@ -301,11 +306,12 @@
           var v = c < 0 ? "" : line.slice(c + 1).replace(/^ /, "");
           if (f === "event") type = v;
           else if (f === "data") data.push(v);
+          else if (f === "id") id = v;
         });
         if (!data.length) continue;
         var obj;
         try { obj = JSON.parse(data.join("\n")); } catch (e) { continue; }
-        onEvent(type, obj);
+        onEvent(type, obj, id);
       }
     }
     function next() {
@@ -332,6 +338,7 @@
     if (!text) return;
     if (text.length > maxChars()) { showInputError(T("too_long", { n: maxChars() })); return; }
     clearQuickReplies();
+    S.sent += 1;
     var item = { text: text, cmid: uuid(), row: addUser(text) };
     item.row.classList.add("mw-pending");
     S.queue.push(item);
@@ -350,10 +357,12 @@
       S.queue.shift();
       item.row.classList.remove("mw-pending");
       setBanner(null);
+      drainLive();
       pump();
     }, function (e) {
       S.busy = false;
       typing(false);
+      drainLive();
       failed(item, e);
     });
   }
@@ -488,6 +497,62 @@
       meta.appendChild(b);
     }
     item.row.appendChild(meta);
+  }
+
+  // --- the session's live stream: replies to this conversation from the visitor's other tabs ------
+  var live = { ctl: null, lastId: null, tries: 0, timer: null, pending: [], typingFor: null };
+  function liveStart() {
+    liveStop();
+    if (!S.token || !S.sessionId || C.preview || !w.AbortController) return;
+    var ctl = live.ctl = new AbortController();
+    var extra = { signal: ctl.signal };
+    if (live.lastId) extra["Last-Event-ID"] = live.lastId;
+    request("/api/widget/stream?session_id=" + encodeURIComponent(S.sessionId), null, "text/event-stream", extra)
+      .then(function (r) {
+        live.tries = 0;
+        if (banner.className.indexOf("mw-banner-reconnecting") >= 0 && !S.busy) setBanner(null);
+        return readSSE(r.body, function (type, ev, id) {
+          if (id) live.lastId = id;
+          liveEvent(type, ev);
+        });
+      })
+      .then(function () { liveRetry(null); }, function (e) { if (ctl === live.ctl) liveRetry(e); });
+  }
+  function liveStop() {
+    clearTimeout(live.timer);
+    if (live.ctl) { var c = live.ctl; live.ctl = null; c.abort(); }
+  }
+  function liveRetry(e) {
+    if (!live.ctl) return;
+    live.ctl = null;
+    if (e && authExpired(e)) { renewToken().then(liveStart, function () {}); return; }
+    live.tries += 1;
+    if (live.tries >= 3 && !S.busy && navigator.onLine !== false) setBanner("reconnecting", T("reconnecting"), false);
+    var wait = e && e.status === 429 ? Math.max(e.retryAfter, 5) * 1000 : Math.min(30000, 1000 * Math.pow(2, live.tries - 1));
+    live.timer = setTimeout(liveStart, wait);
+  }
+  function liveEvent(type, ev) {
+    if (S.busy) { live.pending.push([type, ev]); return; } // this tab's own turn is answering: sort out after
+    var turn = ev.turn_id;
+    if (!turn) return;
+    if (type === "start" && !S.seen[turn + ":assistant"]) { live.typingFor = turn; typing(true); }
+    if (type === "message" || type === "error") {
+      if (live.typingFor === turn) { typing(false); live.typingFor = null; }
+      if (type !== "message" || S.seen[turn + ":assistant"] || !ev.message) return;
+      S.seen[turn + ":assistant"] = 1;
+      var bot = addBot(ev.message, { turn: turn });
+      decorate(bot, ev);
+      postHost({ type: "mejai:message", payload: ev });
+      if (!S.open || d.hidden) {
+        S.unread += 1;
+        postHost({ type: "mejai:unread", count: S.unread });
+      }
+    }
+  }
+  function drainLive() {
+    var items = live.pending;
+    live.pending = [];
+    items.forEach(function (x) { liveEvent(x[0], x[1]); });
   }
 
   // --- quick replies and forms ---------------------------------------------------------------

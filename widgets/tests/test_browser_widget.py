@@ -26,8 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 DESKTOP = {"width": 1280, "height": 800}
 MOBILE = {"width": 390, "height": 844}
@@ -114,10 +119,15 @@ def mejai(live_server_asgi, fake_llm):
 @pytest.fixture
 def widget(organization, agent, host_site):
     return widget_create(
-        organization=organization, agent=agent, name="Acme 고객센터",
+        organization=organization,
+        agent=agent,
+        name="Acme 고객센터",
         allowed_domains=[f"localhost:{host_site.port}"],
-        theme={"color": "#0f766e", "welcome_message": "안녕하세요! **Acme 고객센터**입니다. 무엇을 도와드릴까요?",
-               "greeting": "보통 1분 안에 답해요"},
+        theme={
+            "color": "#0f766e",
+            "welcome_message": "안녕하세요! **Acme 고객센터**입니다. 무엇을 도와드릴까요?",
+            "greeting": "보통 1분 안에 답해요",
+        },
     )
 
 
@@ -133,19 +143,36 @@ def host_page(body: str, title: str = "Acme Shop") -> str:
     )
 
 
+CONSOLE: list[str] = []
+
+
 @pytest.fixture
 def context_factory(browser):
     contexts = []
+    CONSOLE.clear()
 
     def make(viewport=DESKTOP, **kwargs):
         ctx = browser.new_context(viewport=viewport, locale="ko-KR", **kwargs)
         ctx.set_default_timeout(15000)
+        ctx.on("console", lambda msg: CONSOLE.append(f"{msg.type}: {msg.text}"))
+        ctx.on("requestfailed", lambda req: CONSOLE.append(f"requestfailed: {req.method} {req.url} {req.failure}"))
+        ctx.on("response", lambda r: r.status >= 400 and CONSOLE.append(f"HTTP {r.status}: {r.request.method} {r.url}"))
         contexts.append(ctx)
         return ctx
 
     yield make
     for ctx in contexts:
         ctx.close()
+
+
+DIAG = """() => {
+  const S = window.mejaiEmbed && mejaiEmbed.state;
+  if (!S) return null;
+  return {busy: S.busy, queue: S.queue.map(i => i.text), started: S.started, attempt: S.attempt, open: S.open,
+          session: S.sessionId, token: !!S.token, input: document.getElementById('mw-input').value,
+          disabled: document.getElementById('mw-input').disabled, inits: S.inits, sent: S.sent,
+          rows: document.querySelectorAll('.mw-row').length};
+}"""
 
 
 def poll(target, expression: str, timeout: float = 15.0):
@@ -157,7 +184,14 @@ def poll(target, expression: str, timeout: float = 15.0):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {expression}")
+            raise AssertionError(
+                f"timed out waiting for: {expression}\npage: "
+                + " ".join((target.evaluate("document.body.innerText") or "").split())
+                + "\nstate: "
+                + str(target.evaluate(DIAG))
+                + "\nconsole: "
+                + "\n".join(CONSOLE)
+            )
         time.sleep(0.05)
 
 
@@ -169,9 +203,9 @@ def embed_frame(page):
     return frame
 
 
-def shot(page, name: str):
+def shot(page, name: str, full_page: bool = False):
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name))
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
 
 
 STREAM_RECORDER = """() => {
@@ -193,8 +227,17 @@ def last_reply(frame) -> str:
     try:
         frame.wait_for_selector(".mw-row.mw-bot[data-turn]:not(.mw-streaming) .mw-bubble")
     except Exception as exc:
-        raise AssertionError("no reply; the panel shows: " + frame.text_content("body")) from exc
-    return frame.eval_on_selector_all(".mw-row.mw-bot[data-turn]:not(.mw-streaming) .mw-bubble", "els => els[els.length - 1].textContent")
+        raise AssertionError(
+            "no reply; the panel shows: "
+            + " ".join(frame.text_content("body").split())
+            + "\nstate: "
+            + str(frame.evaluate(DIAG))
+            + "\nconsole: "
+            + "\n".join(CONSOLE)
+        ) from exc
+    return frame.eval_on_selector_all(
+        ".mw-row.mw-bot[data-turn]:not(.mw-streaming) .mw-bubble", "els => els[els.length - 1].textContent"
+    )
 
 
 def test_one_line_snippet_streams_a_reply_and_resumes_after_reload(mejai, widget, host_site, context_factory):
@@ -278,7 +321,9 @@ def test_mobile_viewport_is_fullscreen(mejai, widget, host_site, context_factory
     send(frame, "배송은 얼마나 걸리나요?")
     last_reply(frame)
     shot(page, "widget-mobile-open.png")
-    frame.click("#mw-close")
+    # The panel's close button, by keyboard (as a screen-reader user would).
+    frame.focus("#mw-close")
+    frame.press("#mw-close", "Enter")
     page.wait_for_selector(".mejai-w-launcher", state="visible")
 
 
@@ -330,8 +375,10 @@ def test_strict_host_csp_second_copy_queue_and_spa_routes(mejai, widget, host_si
         "mejaiWidget('open');"
         "document.addEventListener('securitypolicyviolation', function (e) { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });"
     )
-    page.route(f"{host_site.allowed_url}/boot.js", lambda route: route.fulfill(
-        status=200, content_type="application/javascript", body=boot_js))
+    page.route(
+        f"{host_site.allowed_url}/boot.js",
+        lambda route: route.fulfill(status=200, content_type="application/javascript", body=boot_js),
+    )
     page.goto(host_site.allowed_url + "/")
     page.wait_for_selector(".mejai-w-panel", state="visible")  # the queued open() ran after load
     assert page.evaluate("document.querySelectorAll('.mejai-w').length") == 1
@@ -403,10 +450,16 @@ def test_markdown_tricks_render_as_text(mejai, widget, host_site, context_factor
     assert cases["list"] == "<ul><li>하나</li><li><strong>둘</strong></li></ul><ol><li>first</li><li>second</li></ol>"
     assert cases["italic"] == "<p><em>기울임</em> and <em>this</em> but snake_case_name stays</p>"
     assert cases["code"] == "<pre><code>&lt;div&gt;x&lt;/div&gt;</code></pre>"
-    assert cases["vbscript"] == '<p>[a](vbscript:msgbox) <a href="https://ok.example/x" rel="noopener noreferrer" target="_blank">b</a></p>'
-    assert cases["quote"] == "<p>\"quoted\" &amp; &lt;tag attr=\"x\"&gt;</p>"
+    assert (
+        cases["vbscript"]
+        == '<p>[a](vbscript:msgbox) <a href="https://ok.example/x" rel="noopener noreferrer" target="_blank">b</a></p>'
+    )
+    assert cases["quote"] == '<p>"quoted" &amp; &lt;tag attr="x"&gt;</p>'
     assert cases["dunder"] == "<p>call obj.__init__ or window.__x=1 then window.__y; <strong>진짜 굵게</strong></p>"
-    assert cases["autolink"] == '<p>see <a href="https://example.com/path" rel="noopener noreferrer" target="_blank">https://example.com/path</a>.</p>'
+    assert (
+        cases["autolink"]
+        == '<p>see <a href="https://example.com/path" rel="noopener noreferrer" target="_blank">https://example.com/path</a>.</p>'
+    )
 
 
 def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_factory, settings, fake_llm):
@@ -414,13 +467,22 @@ def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_fac
     from runtime.commands import CommandReply, command_register
 
     fake_llm.config.tokens_per_second = 0
-    command_register("contact_test", handler=lambda ctx: CommandReply(
-        message="연락처를 남겨 주시면 담당자가 연락드릴게요.",
-        quick_replies=[{"label": "나중에", "message": "나중에 할게요"}],
-        response_schema={"type": "object", "title": "연락처", "required": ["email"],
-                         "properties": {"name": {"type": "string", "title": "이름"},
-                                        "email": {"type": "string", "format": "email", "title": "이메일"}}},
-    ))
+    command_register(
+        "contact_test",
+        handler=lambda ctx: CommandReply(
+            message="연락처를 남겨 주시면 담당자가 연락드릴게요.",
+            quick_replies=[{"label": "나중에", "message": "나중에 할게요"}],
+            response_schema={
+                "type": "object",
+                "title": "연락처",
+                "required": ["email"],
+                "properties": {
+                    "name": {"type": "string", "title": "이름"},
+                    "email": {"type": "string", "format": "email", "title": "이메일"},
+                },
+            },
+        ),
+    )
     host_site.html = host_page(snippet(mejai, widget))
     host_site.headers = {}
     page = context_factory().new_page()
@@ -457,3 +519,89 @@ def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_fac
     frame.wait_for_selector(".mw-banner-rate", state="visible")
     assert "너무 빨리" in frame.text_content("#mw-banner-text")
     shot(page, "widget-desktop-rate-limited.png")
+
+
+def test_quickstart_page_copy_and_live_preview(mejai, widget, context_factory, client):
+    from django.contrib.auth import get_user_model
+
+    from runtime.models import Membership
+    from widgets.models import ChatWidget, WidgetDailyStat
+
+    user = get_user_model().objects.create_user(username="operator", password="pw-12345", is_staff=True)
+    Membership.objects.create(user=user, organization=widget.organization)
+    client.force_login(user)
+    ctx = context_factory(viewport={"width": 1360, "height": 1000})
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=mejai.url)
+    ctx.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": mejai.url}])
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(mejai.url + "/app/settings/?tab=quickstart")
+    assert page.text_content("#qs-snippet") == (
+        f'<script async src="{mejai.url}/widget.js" data-key="{widget.public_key}"></script>'
+    )
+    page.click('[data-copy="#qs-snippet"]')
+    page.wait_for_selector('[data-copy="#qs-snippet"].is-done')
+    assert page.evaluate("navigator.clipboard.readText()") == page.text_content("#qs-snippet")
+    # The identity secret is hidden until asked for.
+    assert page.get_attribute("#qs-secret", "type") == "password"
+    page.click('[data-reveal="#qs-secret"]')
+    assert page.get_attribute("#qs-secret", "type") == "text"
+    page.click("#qs-tab-node")
+    assert page.is_visible("#qs-hmac-node") and not page.is_visible("#qs-hmac-py")
+    # The live preview: the static panel preview, and the real widget.js in the corner of this page.
+    page.wait_for_selector(".mejai-w-launcher", state="visible")
+    preview = page.query_selector(".qs-preview-frame").content_frame()
+    preview.wait_for_selector(".mw-welcome")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    shot(page, "quickstart-desktop.png", full_page=True)
+    page.click("[data-widget-open]")
+    frame = embed_frame(page)
+    send(frame, "미리보기에서 인사해요")
+    last_reply(frame)
+    shot(page, "quickstart-desktop-preview-chat.png")
+    session = Session.objects.get(channel="web_widget", metadata__widget_id=widget.pk)
+    assert session.metadata["preview"] is True
+    assert not WidgetDailyStat.objects.filter(widget=widget).exists()  # preview chats are not counted
+    assert ChatWidget.objects.get(pk=widget.pk).last_seen_at is None  # nor is mejai itself an install
+    assert not errors, errors
+
+
+def test_reply_in_another_tab_shows_an_unread_badge(mejai, widget, host_site, context_factory, fake_llm):
+    fake_llm.config.tokens_per_second = 0
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    ctx = context_factory()
+    first = ctx.new_page()
+    first.goto(host_site.allowed_url + "/")
+    first.click(".mejai-w-launcher")
+    send(embed_frame(first), "첫 탭에서 보냅니다")
+    last_reply(embed_frame(first))
+
+    # A second tab of the same visitor: same session, panel closed, listening.
+    second = ctx.new_page()
+    second.goto(host_site.allowed_url + "/other")
+    second.wait_for_selector(".mejai-w-launcher", state="visible")
+    second.evaluate("window.__unread = []; mejaiWidget.on('unread', function (e) { __unread.push(e.count); })")
+    frame_b = second.query_selector(".mejai-w-frame").content_frame()
+    poll(frame_b, "!!(window.mejaiEmbed && mejaiEmbed.state.started)")
+    second.wait_for_timeout(300)  # the live stream subscribes
+
+    first.bring_to_front()
+    send(embed_frame(first), "두 번째 질문이에요")
+    poll(
+        first.query_selector(".mejai-w-frame").content_frame(),
+        "document.querySelectorAll('.mw-row.mw-bot[data-turn]:not(.mw-streaming)').length >= 2",
+    )
+
+    second.wait_for_selector(".mejai-w-unread .mejai-w-badge", state="visible")
+    assert second.text_content(".mejai-w-badge") == "1"
+    assert second.evaluate("window.__unread") == [1]
+    assert "새 메시지 1개" in second.get_attribute(".mejai-w-launcher", "aria-label")
+    shot(second, "widget-desktop-unread-badge.png")
+    second.click(".mejai-w-launcher")
+    # The other tab's reply is in this panel too (after the first one, resumed as history).
+    poll(frame_b, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length === 2")
+    second.wait_for_selector(".mejai-w-badge", state="hidden")
+    assert second.evaluate("window.__unread") == [1, 0]

@@ -20,7 +20,9 @@ WIDGET_JS_BUDGET_GZIP = 12 * 1024
 @pytest.fixture
 def widget(organization, agent):
     return widget_create(
-        organization=organization, agent=agent, name="Acme 상담",
+        organization=organization,
+        agent=agent,
+        name="Acme 상담",
         allowed_domains=["shop.example.com", "*.acme.test", "localhost:3000"],
         theme={"color": "#0f766e", "welcome_message": "안녕하세요, Acme입니다!"},
     )
@@ -40,6 +42,7 @@ def make_user(username, organization=None, *, staff=False):
 
 
 # --- /widget.js -----------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_widget_js_is_javascript_cached_with_etag(client):
@@ -96,8 +99,11 @@ def test_widget_js_has_no_inline_styles_or_html_parsing():
 
 # --- /embed/<public_key> ---------------------------------------------------------------------
 
+
 def embed_config(response) -> dict:
-    match = re.search(r'<script id="mejai-embed-config" type="application/json">(.*?)</script>', response.content.decode(), re.S)
+    match = re.search(
+        r'<script id="mejai-embed-config" type="application/json">(.*?)</script>', response.content.decode(), re.S
+    )
     assert match, "embed config missing"
     return json.loads(match.group(1))
 
@@ -122,6 +128,8 @@ def test_embed_page_frame_ancestors_and_no_xfo(client, widget):
     assert ' style="' not in html and "<style" not in html
     for tag in re.findall(r"<script[^>]*>", html):
         assert 'src="' in tag or 'type="application/json"' in tag, tag
+    # The composer is disabled until the panel is connected: nothing typed before the JS runs is lost.
+    assert re.search(r'<textarea[^>]*id="mw-input"[^>]*\bdisabled\b', html)
     config = embed_config(response)
     assert config["public_key"] == widget.public_key
     assert config["host_origin"] == "https://shop.example.com"
@@ -131,9 +139,17 @@ def test_embed_page_frame_ancestors_and_no_xfo(client, widget):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("origin", [
-    "https://evil-example.com", "https://shop.example.com.evil.com", "javascript:alert(1)", "null", "", "https://acme.test",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil-example.com",
+        "https://shop.example.com.evil.com",
+        "javascript:alert(1)",
+        "null",
+        "",
+        "https://acme.test",
+    ],
+)
 def test_embed_page_ignores_a_host_origin_not_allowed(client, widget, origin):
     response = client.get(f"/embed/{widget.public_key}", {"origin": origin})
     assert response.status_code == 200
@@ -142,7 +158,10 @@ def test_embed_page_ignores_a_host_origin_not_allowed(client, widget, origin):
 
 @pytest.mark.django_db
 def test_embed_page_wildcard_subdomain_and_own_origin(client, widget):
-    assert embed_config(client.get(f"/embed/{widget.public_key}?origin=https://a.b.acme.test"))["host_origin"] == "https://a.b.acme.test"
+    assert (
+        embed_config(client.get(f"/embed/{widget.public_key}?origin=https://a.b.acme.test"))["host_origin"]
+        == "https://a.b.acme.test"
+    )
     own = embed_config(client.get(f"/embed/{widget.public_key}?origin=http://testserver"))
     assert own["host_origin"] == "http://testserver"
 
@@ -201,7 +220,7 @@ def test_quickstart_shows_snippet_key_secret_and_status(client, widget, other_wi
     response = client.get(QS)
     assert response.status_code == 200
     body = response.content.decode()
-    snippet = f'&lt;script async src=&quot;http://testserver/widget.js&quot; data-key=&quot;{widget.public_key}&quot;&gt;&lt;/script&gt;'
+    snippet = f"&lt;script async src=&quot;http://testserver/widget.js&quot; data-key=&quot;{widget.public_key}&quot;&gt;&lt;/script&gt;"
     assert snippet in body
     assert "window.mejaiWidget" in body
     assert widget.identity_secret in body  # the operator's own secret, behind a reveal button
@@ -218,8 +237,11 @@ def test_quickstart_shows_snippet_key_secret_and_status(client, widget, other_wi
 def test_quickstart_install_status_after_first_load(client, widget):
     now = timezone.now()
     ChatWidget.objects.filter(pk=widget.pk).update(
-        first_seen_origin="https://shop.example.com", first_seen_at=now,
-        last_seen_origin="https://shop.example.com", last_seen_at=now, last_seen_page_url="https://shop.example.com/cart",
+        first_seen_origin="https://shop.example.com",
+        first_seen_at=now,
+        last_seen_origin="https://shop.example.com",
+        last_seen_at=now,
+        last_seen_page_url="https://shop.example.com/cart",
     )
     client.force_login(make_user("operator", widget.organization))
     body = client.get(QS).content.decode()
