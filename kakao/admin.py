@@ -6,10 +6,9 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from mejai.errors import ApiError
-
 from kakao import services
 from kakao.models import CallbackTask, KakaoBot, KakaoEvent, KakaoUser
+from mejai.errors import ApiError
 
 STATUS_COLOURS = {
     "pending": "#6b7280", "processing": "#2563eb", "completed": "#16a34a", "failed": "#dc2626",

@@ -12,6 +12,9 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from kakao import selectors, services
+from kakao.models import CallbackTask
+from kakao.responses import response_build
 from mejai.errors import ApiError
 from runtime import prompts
 from runtime import selectors as runtime_selectors
@@ -19,10 +22,6 @@ from runtime.apis import ERROR_SCHEMA, JsonErrorsMixin, PromptTemplateOutput, Pr
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
 from runtime.models import PromptTemplate, PromptVersion
 from runtime.services import turn_payload
-
-from kakao import selectors, services
-from kakao.models import CallbackTask
-from kakao.responses import response_build
 
 
 class OperatorApi(JsonErrorsMixin, APIView):

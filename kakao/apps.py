@@ -8,10 +8,9 @@ class KakaoConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from runtime.commands import command_register
-
         from kakao import services
         from kakao.models import KakaoBot
+        from runtime.commands import command_register
 
         command_register(
             services.NAME_COMMAND, handler=services.name_command, aliases=("name",),

@@ -106,4 +106,4 @@ def test_loopback_callbacks() -> bool:
 
 
 def generation_threads() -> int:
-    return max(1, _int("KAKAO_GENERATION_THREADS", 8))
+    return max(1, _int("KAKAO_GENERATION_THREADS", 32))

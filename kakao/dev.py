@@ -20,10 +20,9 @@ from django.shortcuts import render
 from django.test import RequestFactory
 from django.views.decorators.csrf import csrf_exempt
 
-from mejai.errors import error_response
-
 from kakao import conf, views
 from kakao.models import KakaoBot
+from mejai.errors import error_response
 
 RECEIVED_KEY = "kakao:dev:callbacks"
 KEEP = 50

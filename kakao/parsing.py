@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from kakao import conf
 from mejai.errors import ApiError
 from runtime.text import user_text_validate
-
-from kakao import conf
 
 MAX_USER_ID_CHARS = 70
 TESTER_SURFACE = "BuilderBotTest"

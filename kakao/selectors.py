@@ -11,10 +11,9 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
+from kakao.models import CallbackTask
 from mejai.errors import ApiError
 from runtime.models import Channel, Session, Turn
-
-from kakao.models import CallbackTask
 
 TASK_STATUSES = {s.value for s in CallbackTask.Status}
 
@@ -76,9 +75,8 @@ def _check_queue() -> tuple[dict, dict, dict]:
         depth = executor._work_queue.qsize() if executor is not None else 0
         return ({"ok": True, "mode": "in_process"}, {"ok": True, "alive": "in_process"},
                 {"ok": True, "name": queue_name, "depth": depth})
-    from mejai.celery import app
-
     from kakao.services import _broker_pool
+    from mejai.celery import app
 
     try:
         with _broker_pool().acquire(block=True, timeout=1) as conn:

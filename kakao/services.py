@@ -26,23 +26,22 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from endusers.rules import name_extract, name_valid
 from endusers.services import identity_resolve, profile_name_set
-from mejai.errors import ApiError
-from runtime import commands
-from runtime import services as runtime
-from runtime.models import Channel, Session, Turn
-
 from kakao import conf
 from kakao.clients.callback import CallbackResult, Outcome, callback_post
 from kakao.models import CallbackTask, KakaoBot, KakaoEvent, KakaoUser
 from kakao.parsing import SkillRequest, bot_id_normalize
 from kakao.responses import acknowledgement, response_build
 from kakao.security import CallbackUrl, CallbackUrlRejected, callback_url_check
+from mejai.errors import ApiError
+from runtime import commands
+from runtime import services as runtime
+from runtime.models import Channel, Session, Turn
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("kakao.security")
@@ -280,6 +279,12 @@ _producer_pool = None
 _producer_lock = threading.Lock()
 
 
+def _broker_url() -> str:
+    from mejai.celery import app
+
+    return app.conf.broker_url
+
+
 def _broker_pool():
     """A small kombu pool whose connections fail fast: no long retry loop on the request path."""
     global _producer_pool
@@ -295,7 +300,7 @@ def _broker_pool():
                 "max_retries": 0, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2,
                 "socket_connect_timeout": timeout, "socket_timeout": max(1.0, timeout * 2),
             }
-            _producer_pool = Connection(app.conf.broker_url, transport_options=options, connect_timeout=timeout).Pool(
+            _producer_pool = Connection(_broker_url(), transport_options=options, connect_timeout=timeout).Pool(
                 limit=20
             )
         return _producer_pool
@@ -509,7 +514,7 @@ async def skill_answer_sync(*, accepted: SkillAccepted) -> dict:
     future = await sync_to_async(answer_start)(turn_id=accepted.turn.pk)
     try:
         outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=conf.sync_answer_seconds())
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         return await sync_to_async(_sync_hold)(accepted)
     except Exception:
         outcome = None

@@ -8,11 +8,10 @@ from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from mejai.errors import ApiError, error_response
-
 from kakao import conf, services
 from kakao.parsing import body_decode, skill_request_parse
 from kakao.responses import response_build
+from mejai.errors import ApiError
 
 logger = logging.getLogger(__name__)
 

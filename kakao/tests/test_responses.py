@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from kakao.responses import (
-    EMPTY_FALLBACK, MAX_BODY_BYTES, acknowledgement, body_size, bubbles_split, quick_replies_kakao, response_build,
+    EMPTY_FALLBACK,
+    MAX_BODY_BYTES,
+    acknowledgement,
+    body_size,
+    bubbles_split,
+    quick_replies_kakao,
+    response_build,
     text_plain,
 )
 from kakao.tests.conftest import fixture_json, texts

@@ -101,17 +101,15 @@ def test_broker_unreachable_answers_with_an_apology_and_keeps_the_message(client
 
 
 @pytest.mark.redis
-def test_broker_down_is_detected_fast_with_a_real_connection(settings, monkeypatch):
+def test_broker_down_is_detected_fast_with_a_real_connection(settings, monkeypatch, live_delivery):
     """A dead broker URL fails within the enqueue connect timeout, not kombu's long retry loop."""
     import time
 
-    from mejai.celery import app
-
-    monkeypatch.setattr(settings, "CELERY_IN_PROCESS", False)
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
+    settings.CELERY_IN_PROCESS = False
+    monkeypatch.setattr(services, "_broker_url", lambda: "redis://127.0.0.1:1/0")
     monkeypatch.setattr(services, "_producer_pool", None)
     started = time.monotonic()
-    with pytest.raises(Exception):
+    with pytest.raises(OperationalError):
         services.callback_enqueue(task_id="00000000-0000-0000-0000-000000000000")
     assert services._producer_pool is not None
     monkeypatch.setattr(services, "_producer_pool", None)
@@ -125,3 +123,15 @@ def test_welcome_block_greets_by_name_when_known(client, kakao_bot, skill_body, 
     post_skill(client, body)  # "내 이름은 민수야"
     again = post_skill(client, skill_body("skill_request_no_callback.json", utterance=""), path="/kakao/welcome")
     assert texts(again.json())[0].startswith("민수님")
+
+
+def test_dev_skill_tester_sends_a_real_skill_request(admin_client, kakao_bot, offline_llm, settings):
+    settings.KAKAO_DEV_TOOLS = True
+    response = admin_client.post("/kakao/dev/tester", {"bot": kakao_bot.pk, "utterance": "내 이름은 민수야"},
+                                 content_type="application/json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == 200 and texts(body["response"])[0].startswith("민수님")
+    assert admin_client.post("/kakao/dev/tester", {"bot": 999999, "utterance": "x"},
+                             content_type="application/json").status_code == 404
+    assert admin_client.post("/kakao/dev/tester", "[", content_type="application/json").status_code == 400
