@@ -17,7 +17,7 @@ from django.utils.safestring import mark_safe
 
 from runtime.models import Agent, Membership, Organization
 from widgets import selectors, services
-from widgets.models import ICONS, POSITIONS, THEME_DEFAULTS, ChatWidget, WidgetDailyStat, WidgetEvent
+from widgets.models import ICONS, THEME_DEFAULTS, ChatWidget, WidgetDailyStat, WidgetEvent
 
 COUNTER_LABELS = {
     "loads": ("로드", "Loads", "#94a3b8"),

@@ -30,7 +30,7 @@ from runtime.apis import (
 from runtime.events import SSE_KEEPALIVE, sse_encode
 from runtime.sse import with_keepalive
 from widgets import conf, services
-from widgets.ratelimit import client_ip, rate_limit_hit
+from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit
 from widgets.tokens import bearer_token, stream_ticket_issue, stream_ticket_redeem
 
 CORS_MAX_AGE = 600
@@ -221,8 +221,8 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
             self.cors_allow_token_origin(request, caller)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
-            rate_limit_hit(name="CHAT_IP", key=f"{client_ip(meta)}|{caller.widget.pk}")
-            rate_limit_hit(name="CHAT_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            rate_limits_hit(("CHAT_IP", f"{client_ip(meta)}|{caller.widget.pk}"),
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
             turn, created = services.widget_chat_start(
                 caller=caller, text=data["message"], session_id=data.get("session_id"),
                 client_message_id=data.get("client_message_id") or "", context=data.get("context"),

@@ -21,7 +21,7 @@ from django.utils import timezone
 from mejai.errors import ApiError
 from runtime import services as runtime_services
 from widgets import services
-from widgets.ratelimit import rate_limit_hit
+from widgets.ratelimit import rate_limits_hit
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             raise ApiError("invalid", "client_message_id must be a string.", 400, field="client_message_id")
 
         def start():
-            rate_limit_hit(name="CHAT_IP", key=f"{ip}|{caller.widget.pk}")
-            rate_limit_hit(name="CHAT_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+            rate_limits_hit(("CHAT_IP", f"{ip}|{caller.widget.pk}"),
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
             return services.widget_chat_start(caller=caller, text=content.get("message"), session_id=self.session_id,
                                               client_message_id=cmid or "", context=context if isinstance(context, dict) else None)
 

@@ -797,6 +797,14 @@ async def events_publish(
         return {"type": "widget.turn_event", "event_type": event.type, "data": data,
                 "id": event_id_for(event, seq, number), "seq": seq, "sender": sender}
 
+    async def publish(event: TurnEvent, number: int) -> None:
+        if layer is None:
+            return
+        try:
+            await layer.group_send(group, message_for(event, number))
+        except Exception:  # a broken channel layer must not break the visitor's own answer
+            logger.warning("widget: could not publish to %s", group, exc_info=True)
+
     finished = False
     turn_id = None
     try:
@@ -804,12 +812,14 @@ async def events_publish(
             n += 1
             turn_id = event.data.get("turn_id") or turn_id
             finished = event.type in ("message", "error")
-            if layer is not None:
-                try:
-                    await layer.group_send(group, message_for(event, n))
-                except Exception:  # a broken channel layer must not break the visitor's own answer
-                    logger.warning("widget: could not publish to %s", group, exc_info=True)
-            yield event
+            if finished:
+                # Published before it is handed on: a JSON caller stops reading at the message.
+                await publish(event, n)
+                yield event
+            else:
+                # The sender gets its delta first; other tabs right after, when the next one is asked for.
+                yield event
+                await publish(event, n)
     except (asyncio.CancelledError, GeneratorExit):
         if not finished and layer is not None and n:
             gone = event_error(code="client_disconnected", session_id=session_id, turn_id=turn_id,
@@ -860,9 +870,9 @@ async def session_events_stream(
     """
     import asyncio
 
-    from runtime.events import event_error
-
     from channels.layers import get_channel_layer
+
+    from runtime.events import event_error
 
     layer = get_channel_layer()
     channel = await layer.new_channel()
