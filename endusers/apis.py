@@ -83,6 +83,24 @@ class ContactDetailOutput(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
+class CappedCountPagination(LimitOffsetPagination):
+    """limit/offset pages whose `count` stops at COUNT_CAP (`count_capped: true` then): counting 100k+
+    contacts on every page costs more than the page itself; past the cap, narrow the list with `q`."""
+
+    COUNT_CAP = 10_000
+    count_capped = False
+
+    def get_count(self, queryset) -> int:
+        counted = queryset.order_by().values("pk")[: self.COUNT_CAP + 1].count()
+        self.count_capped = counted > self.COUNT_CAP
+        return min(counted, self.COUNT_CAP)
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["count_capped"] = self.count_capped
+        return response
+
+
 class OperatorApi(JsonErrorsMixin, APIView):
     authentication_classes = OPERATOR_AUTHENTICATION
     permission_classes = [HasOrganization]
@@ -91,7 +109,7 @@ class OperatorApi(JsonErrorsMixin, APIView):
         return selectors.contact_get(organization=self.request.user.organization, contact_id=contact_id)
 
     def paginate(self, queryset, serializer_class):
-        paginator = LimitOffsetPagination()
+        paginator = CappedCountPagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 

@@ -1,7 +1,7 @@
 """Memory search: full-text (prefix terms, Korean particles tolerated) + trigram similarity.
 
-PostgreSQL ranks with `to_tsvector('simple')` / `to_tsquery` prefix terms and `pg_trgm`
-word similarity in one query; SQLite gets the same ranking computed in Python over the
+PostgreSQL ranks with a stored `to_tsvector('simple')` column, `to_tsquery` prefix terms and
+`pg_trgm` word similarity in one query; SQLite gets the same ranking computed in Python over the
 end user's active memories (bounded), so both databases find `환불은 …` for `환불 규정`.
 """
 
@@ -53,23 +53,50 @@ class Hit:
     score: float
 
 
-def _pg_search(*, scope_sql: str, scope_params: list, query: str, terms: list[str], limit: int) -> list[Hit]:
-    # Both conditions are served by GIN indexes (memory_fts_idx on the stored search_vector,
-    # memory_trgm_idx for `<%`), so only matching rows are read and ranked.
-    sql = f"""
-        SELECT m.id, ts_rank(m.search_vector, q.tsq, 1) + word_similarity(%s, m.text) AS score
-        FROM "A_end_user_memories" m, (SELECT to_tsquery('simple'::regconfig, %s) AS tsq) q
-        WHERE {scope_sql} AND m.superseded_by_id IS NULL AND m.deleted_at IS NULL
-          AND (m.search_vector @@ q.tsq OR %s <%% m.text)
-        ORDER BY score DESC, m.created_at DESC
-        LIMIT %s
-    """
-    raw = " ".join(terms)
+_PG_USER_SQL = """
+    WITH mine AS MATERIALIZED (
+        SELECT id, text, search_vector, created_at FROM "A_end_user_memories"
+        WHERE end_user_id = %(scope)s AND superseded_by_id IS NULL AND deleted_at IS NULL
+    ), hits AS (
+        SELECT id, text, created_at, ts_rank(search_vector, to_tsquery('simple'::regconfig, %(tsq)s), 1) AS rank
+        FROM mine WHERE search_vector @@ to_tsquery('simple'::regconfig, %(tsq)s)
+    )
+    SELECT id, rank + word_similarity(%(raw)s, text) AS score, created_at FROM hits
+    UNION ALL
+    SELECT id, word_similarity(%(raw)s, text), created_at FROM mine
+    WHERE (SELECT count(*) FROM hits) < %(limit)s
+      AND NOT search_vector @@ to_tsquery('simple'::regconfig, %(tsq)s)
+      AND word_similarity(%(raw)s, text) >= %(threshold)s
+    ORDER BY 2 DESC, 3 DESC
+    LIMIT %(limit)s
+"""
+
+_PG_ORG_SQL = """
+    SELECT m.id, ts_rank(m.search_vector, q.tsq, 1) + word_similarity(%(raw)s, m.text) AS score
+    FROM "A_end_user_memories" m, (SELECT to_tsquery('simple'::regconfig, %(tsq)s) AS tsq) q
+    WHERE m.organization_id = %(scope)s AND m.end_user_id IS NULL
+      AND m.superseded_by_id IS NULL AND m.deleted_at IS NULL
+      AND (m.search_vector @@ q.tsq OR %(raw)s <%% m.text)
+    ORDER BY score DESC, m.created_at DESC
+    LIMIT %(limit)s
+"""
+
+
+def _pg_search(*, end_user_id: int | None, organization_id: int, terms: list[str], limit: int) -> list[Hit]:
+    """One end user: read their active memories once (an index range of ~1k rows at most), keep the
+    full-text hits ranked by ts_rank + word similarity, and fill up with trigram-similar ones (typos)
+    when there are fewer hits than asked. A global GIN index would read every person's posting list
+    for a common word. Org-wide memories use partial GIN indexes (full-text and trigram)."""
+    params = {"raw": " ".join(terms), "tsq": tsquery_text(terms), "limit": limit,
+              "threshold": MEMORY_SIMILARITY_THRESHOLD, "scope": end_user_id if end_user_id else organization_id}
     with connection.cursor() as cursor:
-        # `<%` uses this threshold; set for the connection, only memory search uses the operator.
-        cursor.execute("SELECT set_config('pg_trgm.word_similarity_threshold', %s, false)",
-                       [str(MEMORY_SIMILARITY_THRESHOLD)])
-        cursor.execute(sql, [raw, tsquery_text(terms), *scope_params, raw, limit])
+        if end_user_id is None:
+            # `<%` uses this threshold; set for the connection, only memory search uses the operator.
+            cursor.execute("SELECT set_config('pg_trgm.word_similarity_threshold', %s, false)",
+                           [str(MEMORY_SIMILARITY_THRESHOLD)])
+            cursor.execute(_PG_ORG_SQL, params)
+        else:
+            cursor.execute(_PG_USER_SQL, params)
         return [Hit(row[0], round(float(row[1]), 4)) for row in cursor.fetchall()]
 
 
@@ -81,16 +108,14 @@ def _trigrams(text: str) -> set[str]:
     return grams
 
 
-def fallback_score(*, terms: list[str], text: str) -> float:
-    """The SQLite ranking: share of query terms found as word prefixes, plus trigram similarity."""
+def fallback_score(*, terms: list[str], text: str) -> tuple[bool, float]:
+    """The SQLite ranking, mirroring PostgreSQL's: (full-text hit?, score). A hit is a query term that
+    starts a word of the text; the score adds the trigram similarity of the terms to the text."""
     words = [w.lower() for w in _WORD.findall(text)]
     matched = sum(1 for t in terms if any(w.startswith(t) for w in words))
-    fts = matched / len(terms) if terms else 0.0
     query_grams = _trigrams(" ".join(terms))
     similarity = len(query_grams & _trigrams(text)) / len(query_grams) if query_grams else 0.0
-    if fts == 0 and similarity < MEMORY_SIMILARITY_THRESHOLD:
-        return 0.0
-    return round(fts * 0.1 + similarity, 4)
+    return matched > 0, round((matched / len(terms)) * 0.1 * bool(terms) + similarity, 4)
 
 
 def memory_hits(*, organization_id: int, end_user_id: int | None, query: str, limit: int) -> list[Hit]:
@@ -99,19 +124,20 @@ def memory_hits(*, organization_id: int, end_user_id: int | None, query: str, li
     if not terms:
         return []
     if connection.vendor == "postgresql":
-        if end_user_id is None:
-            return _pg_search(scope_sql="m.organization_id = %s AND m.end_user_id IS NULL",
-                              scope_params=[organization_id], query=query, terms=terms, limit=limit)
-        return _pg_search(scope_sql="m.end_user_id = %s", scope_params=[end_user_id], query=query, terms=terms, limit=limit)
+        return _pg_search(end_user_id=end_user_id, organization_id=organization_id, terms=terms, limit=limit)
 
     from endusers.models import Memory
 
     rows = Memory.objects.filter(organization_id=organization_id, end_user_id=end_user_id,
                                  superseded_by__isnull=True, deleted_at__isnull=True)
-    hits = []
+    hits, similar = [], []
     for pk, text in rows.order_by("-created_at").values_list("pk", "text")[:MEMORY_SEARCH_SCAN_LIMIT]:
-        score = fallback_score(terms=terms, text=text)
-        if score > 0:
+        matched, score = fallback_score(terms=terms, text=text)
+        if matched:
             hits.append(Hit(pk, score))
+        elif score >= MEMORY_SIMILARITY_THRESHOLD:
+            similar.append(Hit(pk, score))
+    if len(hits) < limit:
+        hits += similar
     hits.sort(key=lambda h: (-h.score, -h.memory_id))
     return hits[:limit]

@@ -35,25 +35,49 @@ def contacts_list(*, organization, q: str = "", email: str | None = None, phone:
         users = users.filter(pk__in=Identity.objects.filter(organization=organization, kind="phone", value=value).values("end_user_id"))
     q = " ".join((q or "").split())[:MAX_QUERY_CHARS]
     if q:
-        values = [q]
-        if "@" in q:
-            try:
-                values.append(email_normalize(q))
-            except ApiError:
-                pass
-        elif len(re.sub(r"\D", "", q)) >= 8:
-            try:
-                values.append(phone_normalize(q))
-            except ApiError:
-                pass
-        identity_match = Q()
-        for value in values:
-            identity_match |= Q(value__icontains=value)
-        held = Identity.objects.filter(identity_match, organization=organization).values("end_user_id")
-        users = users.filter(Q(display_name__icontains=q) | Q(pk__in=held))
+        exact = None
+        try:
+            if "@" in q:
+                exact = ("email", email_normalize(q))
+            elif len(re.sub(r"\D", "", q)) >= 8 and not re.search(r"[^\d\s()+\-.]", q):
+                exact = ("phone", phone_normalize(q))
+        except ApiError:
+            exact = None
+        if exact is not None:
+            # A whole email or phone number: the unique index answers it.
+            held = Identity.objects.filter(organization=organization, kind=exact[0], value=exact[1]).values("end_user_id")
+            users = users.filter(pk__in=held)
+        else:
+            users = users.filter(pk__in=_contact_search_ids(organization_id=organization.pk, q=q, values=[q]))
     return users.prefetch_related(
         Prefetch("identities", queryset=Identity.objects.order_by("kind", "pk"))
     ).order_by("-last_seen_at", "-pk")
+
+
+def _like(value: str) -> str:
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _contact_search_ids(*, organization_id: int, q: str, values: list[str]):
+    """Ids of end users whose name contains q, or who hold an identity containing q (or its normalized form).
+
+    On PostgreSQL a UNION of two trigram-indexed lookups (an OR across the join would scan every end user).
+    """
+    from django.db import connection
+    from django.db.models.expressions import RawSQL
+
+    if connection.vendor == "postgresql":
+        identity_like = " OR ".join(['UPPER("value"::text) LIKE UPPER(%s)'] * len(values))
+        sql = (
+            'SELECT "id" FROM "A_end_users" WHERE "organization_id" = %s AND UPPER("display_name"::text) LIKE UPPER(%s) '
+            f'UNION SELECT "end_user_id" FROM "A_end_user_identities" WHERE "organization_id" = %s AND ({identity_like})'
+        )
+        return RawSQL(sql, [organization_id, _like(q), organization_id, *[_like(v) for v in values]])
+    identity_match = Q()
+    for value in values:
+        identity_match |= Q(value__icontains=value)
+    held = Identity.objects.filter(identity_match, organization_id=organization_id).values("end_user_id")
+    return EndUser.objects.filter(Q(display_name__icontains=q) | Q(pk__in=held), organization_id=organization_id).values("pk")
 
 
 def contact_get(*, organization, contact_id) -> EndUser:

@@ -55,6 +55,18 @@ def test_list_and_search_contacts(api, organization, minsu):
     assert [c["id"] for c in api.get("/api/contacts", phone="01012345678").json()["results"]] == [minsu.pk]
     assert [c["id"] for c in api.get("/api/contacts", q="cust-1").json()["results"]] == [minsu.pk]
     assert api.get("/api/contacts", q="nobody").json()["count"] == 0
+    assert api.get("/api/contacts", q="50%_").json()["count"] == 0  # LIKE wildcards are literal
+
+
+def test_contact_count_is_capped(api, organization, monkeypatch):
+    from endusers.apis import CappedCountPagination
+
+    monkeypatch.setattr(CappedCountPagination, "COUNT_CAP", 2)
+    for i in range(3):
+        identity_resolve(organization=organization, kind="visitor", value=f"v-{i}", verified=False)
+    body = api.get("/api/contacts", limit=1).json()
+    assert body["count"] == 2 and body["count_capped"] is True
+    assert api.get("/api/contacts", q="v-1").json()["count_capped"] is False
 
 
 @pytest.mark.parametrize("param,value", [("email", "not-an-email"), ("phone", "12345")])

@@ -62,6 +62,14 @@ def test_search_tolerates_a_typo_through_trigrams(person):
     assert memory.pk in [m.pk for m in memory_search(end_user=person, query="evenning")]
 
 
+def test_full_text_hits_come_first_and_similar_ones_fill_up(person):
+    exact = memory_add(end_user=person, text="evening calls are fine")
+    fuzzy = memory_add(end_user=person, text="contact in the evenning only")  # a typo in the memory
+    found = [m.pk for m in memory_search(end_user=person, query="evening", limit=1)]
+    assert found == [exact.pk]
+    assert [m.pk for m in memory_search(end_user=person, query="evening", limit=5)][:2] == [exact.pk, fuzzy.pk]
+
+
 def test_search_is_scoped_to_one_end_user(organization, person, other_organization):
     stranger = EndUser.objects.create(organization=organization)
     foreign = EndUser.objects.create(organization=other_organization)
@@ -104,5 +112,6 @@ def test_grounding_has_profile_preferences_and_ranked_memories(organization, per
 
 
 def test_fallback_ranking_matches_prefixes():
-    assert fallback_score(terms=query_terms("환불 규정"), text=REFUND) > 0
-    assert fallback_score(terms=query_terms("배송"), text=REFUND) == 0
+    assert fallback_score(terms=query_terms("환불 규정"), text=REFUND)[0]
+    matched, score = fallback_score(terms=query_terms("배송"), text=REFUND)
+    assert not matched and score < 0.35
