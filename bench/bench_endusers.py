@@ -370,6 +370,11 @@ def measure_extraction(org, agent, *, samples: int) -> dict:
                     raise RuntimeError("celery worker did not start")
             mode = "Celery worker process on Redis (production mode)"
 
+        # Its own organization, so the generated contacts stay exactly as generated between runs.
+        from runtime.models import Agent, Organization
+
+        org, _ = Organization.objects.get_or_create(slug=ORG_SLUG + "-chat", defaults={"name": "Bench chat"})
+        Agent.objects.get_or_create(organization=org, name="bench")
         _, key = api_key_issue(organization=org, name="bench chat")
         client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
         original = receivers.extraction_enqueue

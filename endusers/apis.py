@@ -115,7 +115,7 @@ class OperatorApi(JsonErrorsMixin, APIView):
 
 
 class ContactListApi(OperatorApi):
-    class InputSerializer(serializers.Serializer):
+    class ContactInput(serializers.Serializer):
         external_id = serializers.CharField(required=False, max_length=255)
         email = serializers.CharField(required=False, max_length=320)
         phone = serializers.CharField(required=False, max_length=40)
@@ -135,7 +135,9 @@ class ContactListApi(OperatorApi):
         )
         return self.paginate(queryset, ContactOutput)
 
-    @extend_schema(request=InputSerializer, responses={200: ContactOutput, 201: ContactOutput, 400: ERROR_SCHEMA,
+    InputSerializer = ContactInput
+
+    @extend_schema(request=ContactInput, responses={200: ContactOutput, 201: ContactOutput, 400: ERROR_SCHEMA,
                                                        409: ERROR_SCHEMA})
     def post(self, request):
         """Find or create the contact holding these identities; values sent by your server count as verified."""
@@ -157,7 +159,7 @@ class ContactDetailApi(OperatorApi):
 
 
 class ContactMemoriesApi(OperatorApi):
-    class InputSerializer(serializers.Serializer):
+    class MemoryInput(serializers.Serializer):
         text = serializers.JSONField()  # validated by the service, so every path gives the same errors
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False, default=Memory.Kind.FACT)
 
@@ -167,7 +169,9 @@ class ContactMemoriesApi(OperatorApi):
         """The contact's active memories, newest first."""
         return self.paginate(selectors.memories_active(end_user=self.contact(contact_id)), MemoryOutput)
 
-    @extend_schema(request=InputSerializer, responses={201: MemoryOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
+    InputSerializer = MemoryInput
+
+    @extend_schema(request=MemoryInput, responses={201: MemoryOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
     def post(self, request, contact_id):
         """Add a memory to the contact."""
         end_user = self.contact(contact_id)
@@ -203,10 +207,12 @@ class ContactMemorySearchApi(OperatorApi):
 
 
 class ContactMergeApi(OperatorApi):
-    class InputSerializer(serializers.Serializer):
+    class MergeInput(serializers.Serializer):
         into = serializers.IntegerField(help_text="id of the contact that keeps everything")
 
-    @extend_schema(request=InputSerializer, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
+    InputSerializer = MergeInput
+
+    @extend_schema(request=MergeInput, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
     def post(self, request, contact_id):
         """Merge this contact into another one: identities, sessions, timeline and memories move."""
         source = self.contact(contact_id)
