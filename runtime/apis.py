@@ -126,7 +126,12 @@ ERROR_SCHEMA = inline_serializer(
 
 def _chat_prepare(*, organization, data: dict) -> dict:
     """Resolve agent, session and end user for a runtime API call; kwargs for turn_start."""
-    agent = selectors.agent_for_org(organization=organization, name=data.get("agent") or None)
+    session = None
+    if data.get("session_id"):
+        session = selectors.session_get_for_org(organization=organization, session_id=data["session_id"])
+    # A session keeps its agent; the lookup only matters when it can fail (a named or inactive agent).
+    if session is None or data.get("agent") or not session.agent.is_active:
+        agent = selectors.agent_for_org(organization=organization, name=data.get("agent") or None)
     end_user = None
     external_id = (data.get("external_id") or "").strip()
     if external_id:
@@ -134,9 +139,7 @@ def _chat_prepare(*, organization, data: dict) -> dict:
 
         # The caller holds an API key: its external id is a verified identity.
         end_user = identity_resolve(organization=organization, kind="external_id", value=external_id, verified=True)
-    session = None
-    if data.get("session_id"):
-        session = selectors.session_get_for_org(organization=organization, session_id=data["session_id"])
+    if session is not None:
         agent = session.agent
         if end_user is not None and session.end_user_id not in (None, end_user.pk):
             raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
@@ -152,6 +155,11 @@ def _chat_prepare(*, organization, data: dict) -> dict:
         idempotency_scope=f"external:{external_id}",
         session_metadata={**metadata, "external_id": external_id} if external_id else metadata,
     )
+
+
+def _chat_start(*, organization, data: dict):
+    """Resolve and store the message in one thread hop: (turn, created)."""
+    return services.turn_start(**_chat_prepare(organization=organization, data=data))
 
 
 class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
@@ -177,10 +185,9 @@ class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
         serializer = ChatInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         organization = request.user.organization
-        kwargs = await sync_to_async(_chat_prepare)(organization=organization, data=serializer.validated_data)
         page = serializer.validated_data.get("context") or {}
         # Store first, so bad input fails as JSON and the message is kept even if the LLM fails.
-        turn, _ = await sync_to_async(services.turn_start)(**kwargs)
+        turn, _ = await sync_to_async(_chat_start)(organization=organization, data=serializer.validated_data)
         events = services.turn_answer_stream(turn=turn, page=page)
         if stream_requested(request):
             return sse_response(events)
