@@ -150,23 +150,23 @@ def turn_start(
     try:
         with transaction.atomic():
             if session is None:
-                session = session_create(
+                # A session created in this transaction is invisible to others until commit: no lock needed.
+                locked = session_create(
                     organization=organization, agent=agent, channel=channel, end_user=end_user, metadata=session_metadata
                 )
-            # The row lock serialises sequence numbers across processes (SQLite: IMMEDIATE transactions).
-            locked = Session.objects.select_for_update(of=("self",)).get(pk=session.pk)
+            else:
+                # The row lock serialises sequence numbers across processes (SQLite: IMMEDIATE transactions).
+                locked = Session.objects.select_for_update(of=("self",)).get(pk=session.pk)
             seq = locked.last_seq + 1
             updates = {"last_seq": seq, "last_activity_at": timezone.now()}
             if end_user is not None and locked.end_user_id is None:
                 updates["end_user"] = end_user
             Session.objects.filter(pk=locked.pk).update(**updates)
+            for name, value in updates.items():
+                setattr(locked, name, value)
+            author = {"author": end_user} if end_user is not None else {"author_id": locked.end_user_id}
             turn = Turn.objects.create(
-                session=locked,
-                seq=seq,
-                author=end_user or locked.end_user,
-                user_text=text,
-                client_message_id=cmid,
-                idempotency_key=key,
+                session=locked, seq=seq, user_text=text, client_message_id=cmid, idempotency_key=key, **author
             )
             transaction.on_commit(lambda: signals.turn_stored.send(sender=Turn, turn=turn))
     except IntegrityError:
@@ -175,7 +175,11 @@ def turn_start(
             if existing:
                 return existing, False
         raise
-    return Turn.objects.select_related("session", "session__agent", "session__organization").get(pk=turn.pk), True
+    # The stored rows are in memory: attach the organization and agent instead of reading them back.
+    if locked.organization_id != organization.pk or locked.agent_id != agent.pk:
+        return Turn.objects.select_related("session", "session__agent", "session__organization").get(pk=turn.pk), True
+    locked.organization, locked.agent = organization, agent
+    return turn, True
 
 
 def turn_payload(turn: Turn) -> dict:
