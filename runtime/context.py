@@ -95,6 +95,8 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
         Turn.objects.filter(session=session, seq__lt=turn.seq, status=Turn.Status.COMPLETED)
         .order_by("-seq")
         .values_list("user_text", "reply_text")[: settings.RUNTIME_HISTORY_MAX_TURNS]
+        if turn.seq > 1
+        else []  # a session's first turn has no history to read
     )
     history: list[dict] = []
     for user_text, reply_text in earlier:
