@@ -51,7 +51,7 @@
 
   var S = {
     token: null, sessionId: null, open: false, unread: 0, page: {}, queue: [], busy: false,
-    tokenWait: null, attempt: 0, retryTimer: null, config: {}, started: false, seen: {}, inits: 0, sent: 0
+    tokenWait: null, attempt: 0, retryTimer: null, config: {}, started: false, seen: {}, mine: {}, inits: 0, sent: 0
   };
 
   // --- DOM ------------------------------------------------------------------------------------
@@ -91,6 +91,7 @@
     if (kind === "bot") {
       var av = el("div", "mw-avatar");
       av.setAttribute("aria-hidden", "true");
+      av.setAttribute("data-initial", Array.from(String((S.config && S.config.name) || C.name || "m").trim())[0] || "m");
       r.appendChild(av);
     }
     var b = el("div", "mw-bubble");
@@ -409,6 +410,7 @@
       return readSSE(r.body, function (type, ev) {
         if (type === "start") {
           if (ev.session_id) S.sessionId = ev.session_id;
+          if (ev.turn_id) S.mine[ev.turn_id] = 1;
         } else if (type === "delta") {
           ensureBot(ev.turn_id);
           text += ev.text || "";
@@ -500,7 +502,7 @@
   }
 
   // --- the session's live stream: replies to this conversation from the visitor's other tabs ------
-  var live = { ctl: null, lastId: null, tries: 0, timer: null, pending: [], typingFor: null };
+  var live = { ctl: null, lastId: null, tries: 0, timer: null, pending: [], rows: {} };
   function liveStart() {
     liveStop();
     if (!S.token || !S.sessionId || C.preview || !w.AbortController) return;
@@ -533,21 +535,48 @@
   }
   function liveEvent(type, ev) {
     if (S.busy) { live.pending.push([type, ev]); return; } // this tab's own turn is answering: sort out after
-    var turn = ev.turn_id;
-    if (!turn) return;
-    if (type === "start" && !S.seen[turn + ":assistant"]) { live.typingFor = turn; typing(true); }
-    if (type === "message" || type === "error") {
-      if (live.typingFor === turn) { typing(false); live.typingFor = null; }
-      if (type !== "message" || S.seen[turn + ":assistant"] || !ev.message) return;
-      S.seen[turn + ":assistant"] = 1;
-      var bot = addBot(ev.message, { turn: turn });
-      decorate(bot, ev);
-      postHost({ type: "mejai:message", payload: ev });
-      if (!S.open || d.hidden) {
-        S.unread += 1;
-        postHost({ type: "mejai:unread", count: S.unread });
-      }
+    var turn = ev.turn_id, key = turn + ":assistant";
+    if (!turn || S.mine[turn]) return;
+    if (type === "start") {
+      if (ev.user_text && !S.seen[turn + ":user"]) { S.seen[turn + ":user"] = 1; addUser(ev.user_text); }
+      if (!S.seen[key]) typing(true);
+      return;
     }
+    if (S.seen[key]) return;
+    var r = live.rows[turn];
+    if (type === "delta") {
+      if (!r) {
+        typing(false);
+        r = live.rows[turn] = addBot("", { turn: turn });
+        r.text = "";
+        r.classList.add("mw-streaming");
+        r.bubble.setAttribute("aria-busy", "true");
+      }
+      r.text += ev.text || "";
+      if (!r.frame) r.frame = requestAnimationFrame(function () { r.frame = 0; paintRow(r, r.text); });
+      return;
+    }
+    typing(false);
+    delete live.rows[turn];
+    if (r && r.frame) cancelAnimationFrame(r.frame);
+    if (type === "error") { if (r && r.parentNode) r.parentNode.removeChild(r); return; }
+    if (type !== "message") return;
+    S.seen[key] = 1;
+    if (r) paintRow(r, ev.message || r.text);
+    else r = addBot(ev.message || "", { turn: turn });
+    r.classList.remove("mw-streaming");
+    r.bubble.removeAttribute("aria-busy");
+    decorate(r, ev);
+    postHost({ type: "mejai:message", payload: ev });
+    if (!S.open || d.hidden) {
+      S.unread += 1;
+      postHost({ type: "mejai:unread", count: S.unread });
+    }
+  }
+  function paintRow(r, text) {
+    r.bubble.textContent = "";
+    r.bubble.appendChild(md.render(text));
+    scrollDown(false);
   }
   function drainLive() {
     var items = live.pending;

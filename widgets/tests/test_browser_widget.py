@@ -102,6 +102,17 @@ def browser():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test's live server runs its own event loop; the cached Redis channel layer holds locks
+    bound to the loop that first used it, so every test starts with a new layer instance."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="module")
 def host_site():
     site = HostSite()
@@ -603,5 +614,7 @@ def test_reply_in_another_tab_shows_an_unread_badge(mejai, widget, host_site, co
     second.click(".mejai-w-launcher")
     # The other tab's reply is in this panel too (after the first one, resumed as history).
     poll(frame_b, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length === 2")
+    users = frame_b.eval_on_selector_all(".mw-row.mw-user .mw-bubble", "els => els.map(e => e.textContent)")
+    assert [u.split(": ", 1)[-1] for u in users] == ["첫 탭에서 보냅니다", "두 번째 질문이에요"]
     second.wait_for_selector(".mejai-w-badge", state="hidden")
     assert second.evaluate("window.__unread") == [1, 0]
