@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import resource
 import sys
 import time
@@ -24,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-
 from common import (  # noqa: E402
     bench_org_create,
     command_line,
@@ -158,6 +158,8 @@ class Stream:
     writer: asyncio.StreamWriter
     session_id: str
     messages: int = 0
+    deltas: int = 0
+    starts: int = 0
     keepalives: int = 0
     closed: bool = False
 
@@ -190,6 +192,10 @@ async def stream_follow(stream: Stream) -> None:
                 return
             if line.startswith(b"event: message"):
                 stream.messages += 1
+            elif line.startswith(b"event: delta"):
+                stream.deltas += 1
+            elif line.startswith(b"event: start"):
+                stream.starts += 1
             elif line.startswith(b": keep-alive"):
                 stream.keepalives += 1
     except (ConnectionError, asyncio.CancelledError):
@@ -210,6 +216,7 @@ class StreamsResult:
     fds_open: int | None = None
     live_expected: int = 0
     live_received: int = 0
+    live_detail: list = field(default_factory=list)
     keepalive_streams: int = 0
     still_open: int = 0
     init_while_open: Samples | None = None
@@ -273,10 +280,11 @@ async def streams_phase(web, public_key: str, *, count: int, per_session: int = 
                               headers={"Authorization": f"Bearer {visitor['widget_token']}"})
         targets = [s for s in streams if s.session_id in {v["session_id"] for v in probe}]
         result.live_expected = len(targets)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(s.messages < 1 for s in targets):
             await asyncio.sleep(0.1)
         result.live_received = sum(1 for s in targets if s.messages >= 1)
+        result.live_detail = sorted({(s.starts, s.deltas, s.messages) for s in targets})
 
         await asyncio.sleep(KEEPALIVE_SECONDS + 1.5)
         result.keepalive_streams = sum(1 for s in streams if s.keepalives > 0)
@@ -316,6 +324,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests and 200 streams (about a minute)")
     parser.add_argument("--streams", type=int, default=None, help=f"open SSE streams to hold (default {TARGET_STREAMS})")
     parser.add_argument("--embedded", action="store_true", help="SQLite + in-memory layer instead of PostgreSQL + Redis")
+    parser.add_argument("--streams-only", action="store_true", help="only the open-streams phase (diagnosis)")
     args = parser.parse_args()
     quick = args.quick
     stream_count = args.streams or (200 if quick else TARGET_STREAMS)
@@ -335,8 +344,13 @@ def main() -> None:
     }
     web = web_start(infra, env=env, log_name="widgets-api")
     started_at = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()
     try:
         base = web.url
+        if args.streams_only:
+            found = asyncio.run(streams_phase(web, public_key, count=stream_count))
+            print(found)
+            return
         asyncio.run(init_phase(base, public_key, requests=20, concurrency=2))  # warm-up
         rss_idle = web.rss_mb()
         init_seq = asyncio.run(init_phase(base, public_key, requests=50 if quick else 300, concurrency=1))
@@ -346,6 +360,7 @@ def main() -> None:
         sse_c10 = asyncio.run(sse_phase(base, public_key, concurrency=10, per_worker=5 if quick else 25))
         streams = asyncio.run(streams_phase(web, public_key, count=stream_count))
         log_tail = web.log_tail(5)
+        load_after = os.getloadavg()
     finally:
         web.stop()
         fake.stop()
@@ -374,7 +389,8 @@ def main() -> None:
         ["Threads / file descriptors of the web process with the streams open",
          f"{streams.threads_before} → {streams.threads_open} threads; {streams.fds_open} fds", "—", "—"],
         ["Live delivery: a chat in 3 sessions reaches their open streams",
-         f"{streams.live_received} of {streams.live_expected} streams got the message; "
+         f"{streams.live_received} of {streams.live_expected} streams got the message "
+         f"(start/delta/message counts seen: {streams.live_detail}); "
          f"{streams.keepalive_streams:,} streams got a keep-alive", "all", verdict(
              streams.live_expected > 0 and streams.live_received == streams.live_expected)],
         ["`init` p95 while the streams are open",
@@ -385,6 +401,8 @@ def main() -> None:
     text = f"""## Widget API (`/api/widget/*`)
 
 Measured {started_at:%Y-%m-%d %H:%M} UTC on {facts['cores']} cores ({facts['cpu']}, {facts['memory']}), {infra.label}.
+Machine load average (1 min) {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end of the run: the
+machine was shared with other work, which inflates every latency here.
 
 ```
 {command_line()}

@@ -136,9 +136,17 @@ class VisitorInput(serializers.Serializer):
 class InitInput(serializers.Serializer):
     public_key = TextField(max_length=64)
     origin = TextField(required=False, allow_blank=True, max_length=300)
-    page_url = TextField(required=False, allow_blank=True, max_length=2000)
-    referrer = TextField(required=False, allow_blank=True, allow_null=True, max_length=2000)
-    locale = serializers.ChoiceField(choices=["ko", "en"], required=False, allow_blank=True)
+    # Long URLs (tracking parameters) are accepted and stored cut to 2,000 characters.
+    page_url = TextField(required=False, allow_blank=True, max_length=8192)
+    referrer = TextField(required=False, allow_blank=True, allow_null=True, max_length=8192)
+    locale = TextField(required=False, allow_blank=True, max_length=35)
+
+    def validate_locale(self, value: str) -> str:
+        """A language tag (ko, en, en-US, ko-KR…): English when it starts with "en", else Korean."""
+        value = (value or "").strip().lower()
+        if not value:
+            return ""
+        return "en" if value.startswith("en") else "ko"
     visitor = VisitorInput(required=False)
     session_id = serializers.UUIDField(required=False, allow_null=True)
 

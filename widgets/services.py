@@ -805,28 +805,36 @@ async def events_publish(
         except Exception:  # a broken channel layer must not break the visitor's own answer
             logger.warning("widget: could not publish to %s", group, exc_info=True)
 
+    # A publisher task sends the events in order, off the sender's path: the pipeline is lazy, so
+    # awaiting each publish here would delay the model call and every delta by a round trip.
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def publisher() -> None:
+        while (item := await queue.get()) is not None:
+            await publish(*item)
+
+    task = asyncio.ensure_future(publisher())
     finished = False
     turn_id = None
     try:
         async for event in events:
             n += 1
             turn_id = event.data.get("turn_id") or turn_id
-            finished = event.type in ("message", "error")
-            if finished:
-                # Published before it is handed on: a JSON caller stops reading at the message.
-                await publish(event, n)
-                yield event
-            else:
-                # The sender gets its delta first; other tabs right after, when the next one is asked for.
-                yield event
-                await publish(event, n)
+            queue.put_nowait((event, n))
+            if event.type in ("message", "error"):
+                finished = True
+                queue.put_nowait(None)
+                await task  # published before it is handed on: a JSON caller stops reading here
+            yield event
     except (asyncio.CancelledError, GeneratorExit):
-        if not finished and layer is not None and n:
+        if not finished and n:
             gone = event_error(code="client_disconnected", session_id=session_id, turn_id=turn_id,
                                message="답변이 중단되었습니다. (The answer was interrupted.)", retryable=True)
-            # Fire and forget: this task is being cancelled and may not await any more.
-            asyncio.ensure_future(layer.group_send(group, message_for(gone, n + 1)))
+            queue.put_nowait((gone, n + 1))
         raise
+    finally:
+        if not finished:
+            queue.put_nowait(None)  # the task drains what is queued, then ends on its own
 
 
 def db_release() -> None:

@@ -139,7 +139,8 @@ def test_malformed_json_and_bad_shapes(client, widget):
     assert_error(post_json(client, URL, "[1, 2]"), 400, "invalid")
     assert_error(post_json(client, URL, {"public_key": widget.public_key, "visitor": "me"}), 400, "invalid")
     assert_error(init(client, widget, visitor={"id": "<script>"}), 400, "invalid")
-    assert_error(init(client, widget, locale="fr"), 400, "invalid")
+    assert_error(init(client, widget, locale=5), 400, "invalid")
+    assert_error(init(client, widget, page_url=ORIGIN + "/" + "x" * 9000), 400, "invalid")
 
 
 # --- identity --------------------------------------------------------------------------------
@@ -265,3 +266,12 @@ def test_numeric_user_id_is_accepted(client, widget):
     visitor["user_id"] = 1234
     assert init_ok(client, widget, visitor=visitor)["end_user_verified"] is True
     assert_error(init(client, widget, visitor={"id": "visitor-aaaa-1", "user_id": True}), 400, "invalid")
+
+
+def test_long_page_url_and_language_tags_are_accepted(client, widget):
+    from runtime.models import Session
+
+    long_url = PAGE + "?utm=" + "x" * 3000
+    body = init_ok(client, widget, page_url=long_url, locale="en-US")
+    session = Session.objects.get(pk=body["session_id"])
+    assert session.metadata["locale"] == "en" and len(session.metadata["page_url"]) == 2000
