@@ -618,3 +618,39 @@ def test_reply_in_another_tab_shows_an_unread_badge(mejai, widget, host_site, co
     assert [u.split(": ", 1)[-1] for u in users] == ["첫 탭에서 보냅니다", "두 번째 질문이에요"]
     second.wait_for_selector(".mejai-w-badge", state="hidden")
     assert second.evaluate("window.__unread") == [1, 0]
+
+
+def test_host_api_set_user_and_reset(mejai, widget, host_site, context_factory, fake_llm):
+    from widgets.services import identity_hash_make
+
+    fake_llm.config.tokens_per_second = 0
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    send(frame, "로그인 전입니다")
+    last_reply(frame)
+    anonymous = frame.evaluate("mejaiEmbed.state.sessionId")
+    visitor = page.evaluate(f"localStorage.getItem('mejai:visitor:{widget.public_key}')")
+
+    # Login: a signed user id gets the user's own conversation; the panel switches to it.
+    user_hash = identity_hash_make(secret=widget.identity_secret, user_id="u-42")
+    page.evaluate(f"mejaiWidget.setUser({{id: 'u-42', name: '김민지', hash: '{user_hash}'}})")
+    poll(frame, f"mejaiEmbed.state.sessionId && mejaiEmbed.state.sessionId !== '{anonymous}'")
+    assert frame.evaluate("document.querySelectorAll('.mw-row').length") == 1  # only the welcome
+    send(frame, "로그인했어요")
+    last_reply(frame)
+    verified = Session.objects.get(pk=frame.evaluate("mejaiEmbed.state.sessionId"))
+    assert verified.metadata["verified"] is True
+    assert verified.end_user.identities.filter(kind="external_id", verified=True).exists()
+
+    # Logout: a new visitor id, a new conversation, an empty panel.
+    page.evaluate("mejaiWidget.reset()")
+    poll(frame, f"mejaiEmbed.state.sessionId && !['{anonymous}', '{verified.pk}'].includes(mejaiEmbed.state.sessionId)")
+    assert page.evaluate(f"localStorage.getItem('mejai:visitor:{widget.public_key}')") not in (None, visitor)
+    assert frame.evaluate("document.querySelectorAll('.mw-row').length") == 1
+    send(frame, "로그아웃 후")
+    poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length === 1")
+    assert Session.objects.filter(channel="web_widget", metadata__widget_id=widget.pk).count() == 3
