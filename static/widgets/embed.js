@@ -466,10 +466,16 @@
       return;
     }
     if (navigator.onLine === false) { setBanner("offline", T("offline"), false); markFailed(item, false); return; }
-    if (e.status === 0 && e.code && !e.retryable) {
-      setBanner("error", e.message || T("error"), true);
-      markFailed(item, true);
-      return;
+    if (e.status === 0 && e.code) {
+      // The server stored this turn as failed (or interrupted): the same client_message_id would only
+      // replay that outcome, so any retry is a new turn.
+      item.cmid = uuid();
+      if (!e.retryable && e.code !== "client_disconnected") {
+        // The pipeline's message is for operators ("The language model answered 400."): visitors get ours.
+        setBanner("error", T("error"), true);
+        markFailed(item, true);
+        return;
+      }
     }
     S.attempt += 1;
     if (S.attempt <= 4) {
@@ -730,7 +736,11 @@
     apiEvent("cta_click", { url: a.href, text: a.textContent.slice(0, 200), turn_id: r && r.getAttribute("data-turn") });
   });
   w.addEventListener("offline", function () { setBanner("offline", T("offline"), false); });
-  w.addEventListener("online", function () { setBanner(null); retryNow(); });
+  w.addEventListener("online", function () {
+    setBanner(null);
+    if (!live.ctl) { live.tries = 0; liveStart(); }
+    retryNow();
+  });
 
   // --- start ------------------------------------------------------------------------------------
   staticText();

@@ -654,3 +654,51 @@ def test_host_api_set_user_and_reset(mejai, widget, host_site, context_factory, 
     send(frame, "로그아웃 후")
     poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]').length === 1")
     assert Session.objects.filter(channel="web_widget", metadata__widget_id=widget.pk).count() == 3
+
+
+def test_model_errors_retry_and_offline_waits(mejai, widget, host_site, context_factory, fake_llm):
+    fake_llm.config.tokens_per_second = 0
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    ctx = context_factory()
+    page = ctx.new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+
+    # The model fails until told otherwise (background memory extraction calls it too, so the
+    # failures are switched off explicitly rather than counted).
+    # A failure a retry may fix (5xx): the panel retries by itself, as a new turn, until answered.
+    fake_llm.config.fail_status, fake_llm.config.fail_times = 503, 10_000
+    send(frame, "첫 질문")
+    frame.wait_for_selector(".mw-banner-reconnecting", state="visible")
+    fake_llm.config.fail_times = 0
+    last_reply(frame)
+    statuses = list(Turn.objects.filter(user_text="첫 질문").order_by("seq").values_list("status", flat=True))
+    assert len(statuses) >= 2 and statuses[-1] == "completed" and set(statuses[:-1]) == {"failed"}, statuses
+    assert frame.query_selector(".mw-failed") is None
+    frame.wait_for_selector("#mw-banner", state="hidden")
+
+    # A failure a retry will not fix by itself (4xx): an error state with a retry button.
+    fake_llm.config.fail_status, fake_llm.config.fail_times = 400, 10_000
+    send(frame, "두 번째 질문")
+    frame.wait_for_selector(".mw-banner-error", state="visible")
+    frame.wait_for_selector(".mw-row.mw-user.mw-failed .mw-meta button")
+    assert frame.text_content("#mw-banner-text") == "메시지를 보내지 못했어요."  # not the operator-facing detail
+    shot(page, "widget-desktop-error-retry.png")
+    fake_llm.config.fail_times = 0
+    frame.click("#mw-banner-retry")
+    poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]:not(.mw-streaming)').length === 2")
+    assert frame.query_selector(".mw-failed") is None
+    assert frame.is_hidden("#mw-banner")
+
+    # Offline: the message waits, the panel says so, and it goes once the connection is back.
+    ctx.set_offline(True)
+    poll(frame, "navigator.onLine === false")
+    send(frame, "오프라인에서 보냄")
+    frame.wait_for_selector(".mw-banner-offline", state="visible")
+    assert "인터넷 연결" in frame.text_content("#mw-banner-text")
+    assert not Turn.objects.filter(user_text="오프라인에서 보냄").exists()
+    ctx.set_offline(False)
+    poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]:not(.mw-streaming)').length === 3")
+    assert Turn.objects.get(user_text="오프라인에서 보냄").status == "completed"
