@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
+
+_sender: ThreadPoolExecutor | None = None
+_sender_lock = threading.Lock()
+
+
+def _enqueue_executor() -> ThreadPoolExecutor:
+    """One thread that hands extraction jobs to the broker, so a slow or unreachable broker never
+    holds up the answer (Celery retries a lost connection for a long time)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="endusers-enqueue")
+        return _sender
+
+
+def _send(turn_id: str) -> None:
+    from endusers.tasks import memory_extract_task
+
+    try:
+        memory_extract_task.delay(turn_id)
+    except Exception:
+        logger.exception("memory extraction for turn %s not queued", turn_id)
 
 
 def grounding_provide(*, end_user, organization, query):
@@ -30,9 +54,8 @@ def on_turn_stored(sender, turn, **kwargs):
 
 
 def extraction_enqueue(*, turn_id: str) -> None:
-    from endusers.tasks import memory_extract_task
-
-    transaction.on_commit(lambda: memory_extract_task.delay(turn_id))
+    """Queue memory extraction for a turn once the transaction commits; returns at once."""
+    transaction.on_commit(lambda: _enqueue_executor().submit(_send, turn_id))
 
 
 def on_turn_finished(sender, turn, **kwargs):

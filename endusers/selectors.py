@@ -103,7 +103,7 @@ class ContactDetail:
 
 def contact_detail(*, end_user: EndUser, sessions: int = 20, memories: int = 50, turns: int = 20) -> ContactDetail:
     """Everything an operator sees on one contact: identities, sessions, memories, recent turns."""
-    from django.db.models import Sum
+    from django.db.models import Count, Sum
 
     session_rows = list(
         EndUserSession.objects.filter(end_user=end_user).select_related("session__agent").order_by("-last_seen_at")[:sessions]
@@ -111,18 +111,16 @@ def contact_detail(*, end_user: EndUser, sessions: int = 20, memories: int = 50,
     turn_rows = list(
         EndUserMessage.objects.filter(end_user=end_user).select_related("turn").order_by("-created_at")[:turns]
     )
-    counts = EndUserSession.objects.filter(end_user=end_user).aggregate(messages=Sum("message_count"))
+    totals = EndUserSession.objects.filter(end_user=end_user).aggregate(sessions=Count("pk"), messages=Sum("message_count"))
+    memory_rows = list(memories_active(end_user=end_user)[:memories])
+    memory_count = len(memory_rows) if len(memory_rows) < memories else memories_active(end_user=end_user).count()
     return ContactDetail(
         end_user=end_user,
         identities=list(end_user.identities.order_by("kind", "pk")),
         sessions=session_rows,
-        memories=list(memories_active(end_user=end_user)[:memories]),
+        memories=memory_rows,
         recent_turns=[row.turn for row in turn_rows],
-        counts={
-            "sessions": EndUserSession.objects.filter(end_user=end_user).count(),
-            "messages": counts["messages"] or 0,
-            "memories": memories_active(end_user=end_user).count(),
-        },
+        counts={"sessions": totals["sessions"], "messages": totals["messages"] or 0, "memories": memory_count},
     )
 
 

@@ -132,7 +132,20 @@ def test_enqueue_happens_on_commit(db, monkeypatch, django_capture_on_commit_cal
         receivers.extraction_enqueue(turn_id="t-1")
     assert sent == [] and len(callbacks) == 1
     callbacks[0]()
+    receivers._enqueue_executor().submit(lambda: None).result(10)  # the sender thread is FIFO
     assert sent == ["t-1"]
+
+
+def test_an_unreachable_broker_never_fails_the_turn(db, monkeypatch, django_capture_on_commit_callbacks):
+    from endusers import tasks
+
+    def down(turn_id):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.memory_extract_task, "delay", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        receivers.extraction_enqueue(turn_id="t-2")
+    receivers._enqueue_executor().submit(lambda: None).result(10)
 
 
 @pytest.mark.django_db(transaction=True)
