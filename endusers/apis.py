@@ -208,7 +208,8 @@ class ContactMemorySearchApi(OperatorApi):
 
 class ContactMergeApi(OperatorApi):
     class MergeInput(serializers.Serializer):
-        into = serializers.IntegerField(help_text="id of the contact that keeps everything")
+        into = serializers.IntegerField(min_value=1, max_value=selectors.MAX_ID,
+                                        help_text="id of the contact that keeps everything")
 
     InputSerializer = MergeInput
 

@@ -16,6 +16,18 @@ from mejai.errors import ApiError
 MAX_QUERY_CHARS = 200
 
 
+MAX_ID = 2**63 - 1
+
+
+def id_parse(value) -> int | None:
+    """A positive database id from user input ('12', '#12'), or None."""
+    try:
+        pk = int(str(value).strip().lstrip("#"))
+    except (TypeError, ValueError):
+        return None
+    return pk if 0 < pk <= MAX_ID else None
+
+
 def _not_found() -> ApiError:
     return ApiError("contact_not_found", "Contact not found.", 404)
 
@@ -81,11 +93,8 @@ def _contact_search_ids(*, organization_id: int, q: str, values: list[str]):
 
 
 def contact_get(*, organization, contact_id) -> EndUser:
-    try:
-        pk = int(str(contact_id))
-    except (TypeError, ValueError):
-        raise _not_found() from None
-    end_user = EndUser.objects.filter(pk=pk, organization=organization).first()
+    pk = id_parse(contact_id)
+    end_user = EndUser.objects.filter(pk=pk, organization=organization).first() if pk else None
     if end_user is None:
         raise _not_found()
     return end_user
@@ -132,10 +141,7 @@ def memories_active(*, end_user: EndUser) -> QuerySet[Memory]:
 
 def memory_get_for_end_user(*, end_user: EndUser, memory_id) -> Memory:
     """One of this end user's active memories, or a 404 that says nothing about anyone else's."""
-    try:
-        pk = int(str(memory_id).lstrip("#"))
-    except (TypeError, ValueError):
-        pk = None
+    pk = id_parse(memory_id)
     memory = Memory.objects.filter(pk=pk, end_user=end_user, superseded_by__isnull=True, deleted_at__isnull=True).first() if pk else None
     if memory is None:
         raise ApiError("memory_not_found", "그 기억을 찾을 수 없어요. (Memory not found.)", 404, field="memory_id")

@@ -116,7 +116,7 @@ def test_contact_detail(api, chat, api_key, minsu, offline_llm):
     assert body["counts"] == {"sessions": 2, "messages": 2, "memories": 1}
 
 
-@pytest.mark.parametrize("contact_id", ["other-org", "999999", "abc"])
+@pytest.mark.parametrize("contact_id", ["other-org", "999999", "abc", "99999999999999999999999", "-1", "0"])
 def test_contact_of_another_organization_or_unknown_is_404(api, other_organization, contact_id):
     if contact_id == "other-org":
         contact_id = EndUser.objects.create(organization=other_organization).pk
@@ -152,6 +152,7 @@ def test_deleting_another_end_users_memory_is_404_and_deletes_nothing(api, organ
     theirs = memory_add(end_user=other, text="남의 기억")
     assert_error(api.delete(f"/api/contacts/{minsu.pk}/memories/{theirs.pk}"), 404, "memory_not_found")
     assert_error(api.delete(f"/api/contacts/{minsu.pk}/memories/not-a-number"), 404, "memory_not_found")
+    assert_error(api.delete(f"/api/contacts/{minsu.pk}/memories/99999999999999999999999"), 404, "memory_not_found")
     theirs.refresh_from_db()
     assert theirs.is_active
 
@@ -188,6 +189,8 @@ def test_merge_api_bad_inputs(api, organization, other_organization, minsu):
     assert_error(api.post(f"/api/contacts/{minsu.pk}/merge", {"into": foreign.pk}), 400, "merge_cross_organization")
     assert_error(api.post(f"/api/contacts/{minsu.pk}/merge", {"into": 987654}), 404, "contact_not_found")
     assert_error(api.post(f"/api/contacts/{minsu.pk}/merge", {"into": "x"}), 400, "invalid")
+    assert_error(api.post(f"/api/contacts/{minsu.pk}/merge", {"into": 10**30}), 400, "invalid")
+    assert_error(api.post(f"/api/contacts/{minsu.pk}/merge", {}), 400, "invalid")
     assert EndUser.objects.get(pk=other.pk).merged_into_id is None
 
 

@@ -54,7 +54,7 @@ def test_forget_with_another_persons_memory_id_deletes_nothing(chat, api_key, or
 @pytest.mark.parametrize("text,expected", [
     ("/기억", "기억할 내용을 함께 적어 주세요"), ("/remember", "Tell me what to remember"),
     ("/검색", "검색어를 함께 적어 주세요"), ("/forget", "Give the id of the memory"),
-    ("/잊기 abc", "찾을 수 없어요"),
+    ("/잊기 abc", "찾을 수 없어요"), ("/잊기 99999999999999999999999", "찾을 수 없어요"),
 ])
 def test_commands_without_arguments_explain_themselves(chat, api_key, offline_llm, text, expected):
     assert expected in say(chat, api_key, text)
