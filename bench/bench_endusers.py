@@ -3,9 +3,9 @@ and whether memory extraction adds to a turn's latency.
 
     .venv/bin/python bench/bench_endusers.py --out bench/results/endusers.md [--quick] [--regenerate]
 
-Data is generated in SQL (generate_series) into a dedicated database, `mejai_bench_endusers`, and
-kept between runs (regenerated only when the scale differs or with --regenerate):
-full scale = 100k end users, 200k sessions, 1M turns with their timeline rows, and 1M memories
+Data is generated in SQL (generate_series) into a dedicated database (`mejai_bench_endusers`, or
+`mejai_bench_endusers_quick` with --quick) and kept between runs; the database is dropped and rebuilt
+when the data is missing or with --regenerate. Full scale = 100k end users, 200k sessions, 1M turns with their timeline rows, and 1M memories
 (1k end users with 1k memories each). Every figure is measured through the real code path:
 the contacts API through Django's test client (middleware, authentication, serializers,
 pagination) and the memory search selector the pipeline's grounding uses.
@@ -57,12 +57,28 @@ def ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f}"
 
 
-def database_ensure() -> None:
+def data_ready(db_name: str, scale: dict) -> bool:
+    """Whether the dedicated database already holds the generated data at this scale."""
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{PG_URL}/{db_name}", autocommit=True) as conn:
+            row = conn.execute(
+                'SELECT (SELECT count(*) FROM "A_end_users" WHERE organization_id = o.id), '
+                '(SELECT count(*) FROM "A_end_user_memories" WHERE organization_id = o.id) '
+                "FROM runtime_organization o WHERE o.slug = %s", [ORG_SLUG]).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row) and row[0] == scale["end_users"] and row[1] >= scale["memory_users"] * scale["memories_per_user"]
+
+
+def database_reset(db_name: str) -> None:
+    """Drop and create the bench database (it holds nothing else): much faster than deleting 1M rows."""
     import psycopg
 
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_name}"')
 
 
 def _redis_reachable() -> bool:
@@ -75,8 +91,8 @@ def _redis_reachable() -> bool:
         return False
 
 
-def django_setup() -> None:
-    os.environ["DATABASE_URL"] = f"{PG_URL}/{DB_NAME}"
+def django_setup(db_name: str) -> None:
+    os.environ["DATABASE_URL"] = f"{PG_URL}/{db_name}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mejai.test_settings")
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
     for name in ("REDIS_URL", "CELERY_BROKER_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CELERY_QUEUE"):
@@ -94,41 +110,12 @@ def django_setup() -> None:
 
 # --- data --------------------------------------------------------------------------------
 
-def scale_present(org_id: int, scale: dict) -> bool:
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute('SELECT count(*) FROM "A_end_users" WHERE organization_id = %s', [org_id])
-        users = cur.fetchone()[0]
-        cur.execute('SELECT count(*) FROM "A_end_user_memories" WHERE organization_id = %s', [org_id])
-        memories = cur.fetchone()[0]
-    return users == scale["end_users"] and memories >= scale["memory_users"] * scale["memories_per_user"]
-
-
-def data_generate(scale: dict, *, regenerate: bool) -> tuple[object, object, dict]:
-    """Organization, agent and generated rows; returns (organization, agent, timings of each step)."""
+def data_generate(scale: dict) -> tuple[object, object, dict]:
+    """Generate the organization, agent and rows into a fresh database; (organization, agent, step timings)."""
     from django.db import connection, transaction
 
     from runtime.models import Agent, Organization
 
-    org = Organization.objects.filter(slug=ORG_SLUG).first()
-    if org is not None and not regenerate and scale_present(org.pk, scale):
-        return org, Agent.objects.get(organization=org, name="bench"), {}
-    if org is not None:
-        with connection.cursor() as cur:  # bulk delete in SQL: the ORM's cascade would take minutes
-            for table in ("A_end_user_memory_events", "A_end_user_messages", "A_end_user_sessions"):
-                if table == "A_end_user_memory_events":
-                    cur.execute('DELETE FROM "A_end_user_memory_events" e USING "A_end_user_memories" m '
-                                'WHERE e.memory_id = m.id AND m.organization_id = %s', [org.pk])
-                else:
-                    cur.execute(f'DELETE FROM "{table}" WHERE organization_id = %s', [org.pk])
-            cur.execute('DELETE FROM "A_end_user_memories" WHERE organization_id = %s', [org.pk])
-            cur.execute('DELETE FROM "D_conv_turns" t USING "D_conv_sessions" s WHERE t.session_id = s.id '
-                        'AND s.organization_id = %s', [org.pk])
-            cur.execute('DELETE FROM "D_conv_sessions" WHERE organization_id = %s', [org.pk])
-            cur.execute('DELETE FROM "A_end_user_identities" WHERE organization_id = %s', [org.pk])
-            cur.execute('DELETE FROM "A_end_users" WHERE organization_id = %s', [org.pk])
-        org.delete()
     org = Organization.objects.create(slug=ORG_SLUG, name="Bench end users")
     agent = Agent.objects.create(organization=org, name="bench")
     p = {"org": org.pk, "agent": agent.pk, "n": scale["end_users"], "spu": scale["sessions_per_user"],
@@ -450,7 +437,7 @@ def report(*, args, scale_name: str, scale: dict, gen: dict, reads: list[dict], 
         f"PostgreSQL {pg_version}; run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} "
         f"in {time.perf_counter() - started:,.0f} s.",
         "",
-        "Rows in the bench database (`" + DB_NAME + "`, planner estimates, all organizations): "
+        "Rows in the bench database (`" + connection.settings_dict["NAME"] + "`, planner estimates, all organizations): "
         + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".",
         "",
     ]
@@ -517,10 +504,19 @@ def main() -> None:
     started = time.perf_counter()
     scale_name = "quick" if args.quick else "full"
     scale = SCALES[scale_name]
-    database_ensure()
-    django_setup()
-    print(f"bench endusers: {scale_name} scale in {DB_NAME}", file=sys.stderr)
-    org, agent, gen = data_generate(scale, regenerate=args.regenerate)
+    db_name = DB_NAME + ("_quick" if args.quick else "")
+    fresh = args.regenerate or not data_ready(db_name, scale)
+    if fresh:
+        database_reset(db_name)
+    django_setup(db_name)
+    print(f"bench endusers: {scale_name} scale in {db_name}", file=sys.stderr)
+    if fresh:
+        org, agent, gen = data_generate(scale)
+    else:
+        from runtime.models import Agent, Organization
+
+        org = Organization.objects.get(slug=ORG_SLUG)
+        agent, gen = Agent.objects.get(organization=org, name="bench"), {}
     reads = measure_reads(org, scale)
     extraction = measure_extraction(org, agent, samples=60 if args.quick else 150)
     text = report(args=args, scale_name=scale_name, scale=scale, gen=gen, reads=reads, extraction=extraction,

@@ -16,3 +16,12 @@ def memory_extract_task(self, turn_id: str) -> list[str]:
         if exc.retryable:
             raise self.retry(exc=exc) from exc
         return []
+
+
+@app.task
+def turns_purge_expired_task() -> dict:
+    """For a periodic scheduler (Celery beat, cron): the same as `manage.py purge_expired`."""
+    from endusers.conf import RETENTION_DAYS
+    from endusers.services import turns_purge_expired
+
+    return turns_purge_expired(days=RETENTION_DAYS)

@@ -101,6 +101,15 @@ def test_purge_expired_command(organization, agent, offline_llm, capsys):
     assert "deleted 1 turns" in capsys.readouterr().out
 
 
+def test_purge_task_uses_the_retention_setting(organization, agent, offline_llm, monkeypatch):
+    from endusers import conf
+    from endusers.tasks import turns_purge_expired_task
+
+    turn_run(organization=organization, agent=agent, channel="api", text="x")
+    Turn.objects.update(created_at=timezone.now() - timezone.timedelta(days=conf.RETENTION_DAYS + 1))
+    assert turns_purge_expired_task.apply().get() == {"turns": 1, "sessions": 0}
+
+
 def test_erase_command_keeps_counts_and_an_audit(organization, agent, offline_llm, django_capture_on_commit_callbacks,
                                                  capsys):
     person = identity_resolve(organization=organization, kind="kakao", value="k-erase", verified=True)
