@@ -280,11 +280,17 @@ def _turn_begin(turn_id) -> Turn:
     return _turn_reload(turn_id)
 
 
-def _turn_finish(turn_id, **fields) -> Turn:
+def _turn_finish(turn_id, *, loaded: Turn | None = None, **fields) -> Turn:
+    """Store a turn's final state; `loaded` (the turn as this process holds it) saves reading it back."""
     with transaction.atomic():
         fields.setdefault("completed_at", timezone.now())
         Turn.objects.filter(pk=turn_id).update(**fields)
-        turn = Turn.objects.select_related("session").get(pk=turn_id)
+        if loaded is None:
+            turn = Turn.objects.select_related("session").get(pk=turn_id)
+        else:
+            turn = loaded
+            for name, value in fields.items():
+                setattr(turn, name, value)
         Session.objects.filter(pk=turn.session_id).update(last_activity_at=timezone.now())
         transaction.on_commit(lambda: signals.turn_finished.send(sender=Turn, turn=turn))
     return turn
@@ -398,8 +404,10 @@ async def _answer_command(turn: Turn, command: commands.Command, args: str, *, s
         reply = commands.CommandReply(exc.message)
     except Exception:
         logger.exception("command /%s failed", command.name)
-        finished = await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.FAILED, error_code="command_failed",
-                                                     error="The command failed.", handled_by=f"command:{command.name}")
+        finished = await sync_to_async(_turn_finish)(
+            turn.id, loaded=turn, status=Turn.Status.FAILED, error_code="command_failed",
+            error="The command failed.", handled_by=f"command:{command.name}",
+        )
         yield event_error(code="command_failed", message="명령을 처리하지 못했어요. (The command failed.)",
                           session_id=finished.session_id, turn_id=finished.id)
         return
@@ -410,7 +418,7 @@ async def _answer_command(turn: Turn, command: commands.Command, args: str, *, s
     }
     yield event_delta(turn_id=turn.id, text=reply.message, index=0)
     finished = await sync_to_async(_turn_finish)(
-        turn.id, status=Turn.Status.COMPLETED, reply_text=reply.message, payload=payload,
+        turn.id, loaded=turn, status=Turn.Status.COMPLETED, reply_text=reply.message, payload=payload,
         handled_by=f"command:{command.name}", latency_ms=int((time.monotonic() - started) * 1000),
     )
     yield event_message(turn_payload(finished))
@@ -453,7 +461,8 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     except LLMError as exc:
         await stream.aclose()
         await sync_to_async(_turn_finish)(
-            turn.id, status=Turn.Status.FAILED, reply_text="".join(parts), error_code=exc.code, error=exc.message,
+            turn.id, loaded=turn, status=Turn.Status.FAILED, reply_text="".join(parts), error_code=exc.code,
+            error=exc.message,
             ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
         )
         yield event_error(code=exc.code, message=exc.message, session_id=session.id, turn_id=turn.id,
@@ -463,7 +472,8 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         # The client left: close the upstream stream, keep what was generated, mark the turn.
         await stream.aclose()
         await sync_to_async(_turn_finish)(
-            turn.id, status=Turn.Status.INTERRUPTED, reply_text="".join(parts), error_code="client_disconnected",
+            turn.id, loaded=turn, status=Turn.Status.INTERRUPTED, reply_text="".join(parts),
+            error_code="client_disconnected",
             ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
         )
         raise
@@ -488,7 +498,7 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         "render_plan": _render_plan(message, quick_replies, response_schema),
     }
     finished = await sync_to_async(_turn_finish)(
-        turn.id, status=Turn.Status.COMPLETED, reply_text=message, payload=payload,
+        turn.id, loaded=turn, status=Turn.Status.COMPLETED, reply_text=message, payload=payload,
         tokens_in=usage.tokens_in if usage else None, tokens_out=usage.tokens_out if usage else None,
         ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
     )
