@@ -17,6 +17,7 @@ import posixpath
 import re
 import secrets
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -794,7 +795,7 @@ async def events_publish(
         data = event.as_dict()
         if event.type == "start" and user_text:
             data["user_text"] = user_text
-        return {"type": "widget.turn_event", "event_type": event.type, "data": data,
+        return {"type": "widget.turn_event", "event_type": event.type, "data": data, "group": group,
                 "id": event_id_for(event, seq, number), "seq": seq, "sender": sender}
 
     async def publish(event: TurnEvent, number: int) -> None:
@@ -867,6 +868,133 @@ def _replay_event(turn: Turn) -> TurnEvent:
                        session_id=turn.session_id, turn_id=turn.id)
 
 
+class SessionHub:
+    """One channel-layer receiver per process and event loop, fanning session events out to local streams.
+
+    Every open `GET /api/widget/stream` registers a local queue for its session's group; the hub
+    joins each group once (with its single channel) and routes what arrives. A thousand open
+    streams are then one Redis subscription and one receiving task, not a thousand of each.
+    A group left without local listeners is discarded after a grace period, so a quick reconnect
+    does not race a discard against the new join.
+    """
+
+    DISCARD_AFTER = 30.0
+    QUEUE_LIMIT = 1000
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.channel: str | None = None
+        self.groups: dict[str, set] = {}
+        self.joined: dict[str, object] = {}  # group -> asyncio.Event set once group_add is done
+        self.task = None
+        self.lock = None
+
+    async def subscribe(self, group: str):
+        import asyncio
+
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+            if self.task is None or self.task.done():
+                self.task = asyncio.ensure_future(self._receive_loop())
+        queue: asyncio.Queue = asyncio.Queue()
+        listeners = self.groups.setdefault(group, set())
+        listeners.add(queue)
+        joined = self.joined.get(group)
+        if joined is None:
+            joined = self.joined[group] = asyncio.Event()
+            try:
+                await self.layer.group_add(group, self.channel)
+            except BaseException:
+                self.joined.pop(group, None)
+                listeners.discard(queue)
+                raise
+            joined.set()
+        else:
+            await joined.wait()
+        return queue
+
+    def unsubscribe(self, group: str, queue) -> None:
+        import asyncio
+
+        listeners = self.groups.get(group)
+        if listeners is None:
+            return
+        listeners.discard(queue)
+        if listeners:
+            return
+        if not any(self.groups.values()):
+            self._stop()
+            return
+        asyncio.get_running_loop().call_later(
+            self.DISCARD_AFTER, lambda: asyncio.ensure_future(self._discard_if_idle(group))
+        )
+
+    def _stop(self) -> None:
+        """No local stream is left: stop receiving and leave every group (a new channel next time,
+        so nothing queued for the old one is ever delivered late)."""
+        import asyncio
+
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        channel, groups = self.channel, list(self.joined)
+        self.task, self.channel = None, None
+        self.groups.clear()
+        self.joined.clear()
+        for group in groups:
+            asyncio.ensure_future(self._discard(group, channel))
+
+    async def _discard(self, group: str, channel: str) -> None:
+        try:
+            await self.layer.group_discard(group, channel)
+        except Exception:
+            logger.debug("widget hub: group_discard failed", exc_info=True)
+
+    async def _discard_if_idle(self, group: str) -> None:
+        if self.groups.get(group) or group not in self.joined or self.channel is None:
+            return
+        self.groups.pop(group, None)
+        self.joined.pop(group, None)
+        await self._discard(group, self.channel)
+
+    async def _receive_loop(self) -> None:
+        import asyncio
+
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the layer is down: keep the streams, try again shortly
+                logger.warning("widget hub: channel layer receive failed", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if message.get("type") != "widget.turn_event":
+                continue
+            for queue in list(self.groups.get(message.get("group") or "", ())):
+                if queue.qsize() >= self.QUEUE_LIMIT:  # a reader that stopped reading loses the oldest
+                    queue.get_nowait()
+                queue.put_nowait(message)
+
+
+_hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> SessionHub
+
+
+def session_hub() -> SessionHub:
+    """The hub of the running event loop (a process normally has one)."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = SessionHub(get_channel_layer())
+    return hub
+
+
 async def session_events_stream(
     *, session_id, last_event_id: str | None = None, until=None
 ) -> AsyncIterator[tuple[str, TurnEvent]]:
@@ -878,15 +1006,12 @@ async def session_events_stream(
     """
     import asyncio
 
-    from channels.layers import get_channel_layer
-
     from runtime.events import event_error
 
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
+    hub = session_hub()
     group = session_group(session_id)
     # Join first, then read the database, so nothing finished in between is missed.
-    await layer.group_add(group, channel)
+    queue = await hub.subscribe(group)
     replayed: set[int] = set()
     try:
         yield None, None
@@ -900,17 +1025,15 @@ async def session_events_stream(
             remaining = (until - timezone.now()).total_seconds() if until is not None else None
             try:
                 if remaining is None:
-                    message = await layer.receive(channel)
+                    message = await queue.get()
                 else:
-                    message = await asyncio.wait_for(layer.receive(channel), timeout=max(0.0, remaining))
+                    message = await asyncio.wait_for(queue.get(), timeout=max(0.0, remaining))
             except TimeoutError:
                 yield "", event_error(
                     code="token_expired", session_id=session_id, retryable=True,
                     message="위젯 토큰이 만료되었습니다. 다시 연결해 주세요. (The widget token has expired.)",
                 )
                 return
-            if message.get("type") != "widget.turn_event":
-                continue
             seq = int(message.get("seq") or 0)
             if seq in replayed:
                 continue
@@ -919,10 +1042,7 @@ async def session_events_stream(
             data.pop("v", None)
             yield str(message.get("id") or ""), TurnEvent(message["event_type"], data)
     finally:
-        try:
-            await layer.group_discard(group, channel)
-        except Exception:
-            logger.debug("widget: group_discard failed", exc_info=True)
+        hub.unsubscribe(group, queue)
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -220,3 +220,26 @@ async def test_other_tab_learns_when_the_sender_leaves_mid_answer(live_server_as
             events = await reader.until("error")
     assert events[-1][2]["code"] == "client_disconnected"
     assert any(name == "delta" for _, name, _ in events)
+
+
+async def test_many_tabs_of_one_session_and_none_of_another(live_server_asgi, widget, fake_llm):
+    """Streams share one channel-layer subscription per process (SessionHub): routing stays per session."""
+    fake_llm.config.reply = "모두 받았나요"
+    async with httpx.AsyncClient(base_url=live_server_asgi.url, timeout=10) as http:
+        mine = await _init(http, widget)
+        theirs = await _init(http, widget, visitor_id="visitor-zzzz-9")
+        auth = {"Authorization": f"Bearer {mine['widget_token']}"}
+        other_auth = {"Authorization": f"Bearer {theirs['widget_token']}"}
+        async with http.stream("GET", "/api/widget/stream", headers=auth) as a1, \
+                http.stream("GET", "/api/widget/stream", headers=auth) as a2, \
+                http.stream("GET", "/api/widget/stream", headers=auth) as a3, \
+                http.stream("GET", "/api/widget/stream", headers=other_auth) as b:
+            readers = [SSEReader(r) for r in (a1, a2, a3, b)]
+            for reader in readers:
+                await reader.opened_ok()
+            sent = (await http.post("/api/widget/chat", json={"message": "세 탭"}, headers=auth)).json()
+            for reader in readers[:3]:
+                events = await reader.until("message")
+                assert events[-1][2]["turn_id"] == sent["turn_id"]
+            with pytest.raises(TimeoutError):
+                await readers[3].next_event(timeout=1.0)
