@@ -125,10 +125,11 @@ class Stack:
         self.web = subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "mejai.asgi:application"],
                                     cwd=ROOT, env=self.env, start_new_session=True,
                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/bench-kakao-daphne.log", "w"))
+        worker_env = {**self.env, "DB_POOL_MAX": str(worker_threads * 2 + 4)}
         self.worker = subprocess.Popen(
             [PYTHON, "-m", "celery", "-A", "mejai", "worker", "--pool", "threads", "--concurrency", str(worker_threads),
              "-Q", QUEUE, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL,
+            cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=open("/tmp/bench-kakao-worker.log", "w"))
         wait_port(self.port, self.web)
         time.sleep(3)  # the worker connects to Redis
@@ -276,7 +277,7 @@ async def fault_run(stack: Stack, *, seconds: float, rate: float) -> dict:
             "seconds": seconds, "rate": rate}
 
 
-def render(cmd: str, acks: list[dict], callback: dict, faults: dict, quick: bool) -> str:
+def render(cmd: str, acks: list[dict], callback: dict, faults: dict, quick: bool, load: tuple) -> str:
     p99_50 = next(a["p99"] for a in acks if a["concurrency"] == 50)
     ratio = faults["delivered"] / faults["due"] if faults["due"] else float("nan")
     lines = [
@@ -284,7 +285,9 @@ def render(cmd: str, acks: list[dict], callback: dict, faults: dict, quick: bool
         f"Command: `{cmd}`", "",
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; daphne (1 process) + Celery worker "
         f"(threads pool) on PostgreSQL (`{DB_NAME}`, recreated) and Redis; fake LLM with {LLM_TTFT:.1f} s to "
-        "first token; fake Kakao receiver on loopback." + (" **Quick run** (shorter)." if quick else ""), "",
+        "first token; fake Kakao receiver on loopback." + (" **Quick run** (shorter)." if quick else "")
+        + f" Machine load average (1 min) at start / end: {load[0][0]:.1f} / {load[1][0]:.1f} — other work shared "
+        "the 2 cores and the PostgreSQL server during the run.", "",
         "### Skill acknowledgement latency (`POST /kakao/skill` → `useCallback`)", "",
         "| concurrent clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s |", "|---|---|---|---|---|---|---|",
         *(f"| {a['concurrency']} | {a['requests']} | {a['errors']} | {a['p50']:.1f} | {a['p95']:.1f} | {a['p99']:.1f} | "
@@ -325,9 +328,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests and a 30 s fault run")
     args = parser.parse_args()
     quick = args.quick
-    stack = Stack(worker_threads=48)
+    load_before = os.getloadavg()
+    stack = Stack(worker_threads=12)
     try:
-        plan = [(1, 60 if quick else 200), (10, 200 if quick else 600), (50, 300 if quick else 1500)]
+        time.sleep(2)
+        callback = callback_time(stack, samples=8 if quick else 25)  # on an idle stack
+        stack.receiver.reset()
+        plan = [(1, 60 if quick else 200), (10, 200 if quick else 600), (50, 300 if quick else 1000)]
         acks = []
         sent_total = 0
         for concurrency, requests in plan:
@@ -336,12 +343,11 @@ def main() -> None:
             sent_total += 5 + requests
             drain(stack, expected=sent_total)  # the worker caught up: each level starts from an empty queue
         stack.receiver.reset()
-        callback = callback_time(stack, samples=8 if quick else 25)
         faults = asyncio.run(fault_run(stack, seconds=30 if quick else 180, rate=5))
     finally:
         stack.close()
     cmd = ".venv/bin/python bench/bench_kakao.py --out bench/results/kakao.md" + (" --quick" if quick else "")
-    text = render(cmd, acks, callback, faults, quick)
+    text = render(cmd, acks, callback, faults, quick, (load_before, os.getloadavg()))
     Path(args.out).write_text(text)
     print(text)
 

@@ -106,4 +106,6 @@ def test_loopback_callbacks() -> bool:
 
 
 def generation_threads() -> int:
-    return max(1, _int("KAKAO_GENERATION_THREADS", 32))
+    """Threads per process answering Kakao turns; each holds a database connection while it answers,
+    so keep DB_POOL_MAX ≥ worker threads + this."""
+    return max(1, _int("KAKAO_GENERATION_THREADS", 16))

@@ -528,6 +528,13 @@ async def skill_answer_sync(*, accepted: SkillAccepted) -> dict:
 
 # --- the worker: callback delivery -------------------------------------------------------------
 
+def _db_release() -> None:
+    """Give the database connection back (to the pool) before a long wait: the worker's threads would
+    otherwise hold them all while they sleep or wait for the model, starving the generation threads."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
 
@@ -625,9 +632,11 @@ def callback_deliver(*, task_id) -> str:
         _finish(task, label, CallbackTask.Status.HELD, code="deadline_passed",
                 error="The job started too late to answer through the callback.")
         event_log(bot=bot, kind=KakaoEvent.Kind.ANSWER_HELD, kakao_user=task.kakao_user, task=task, via="late_start")
+        _db_release()
         _wait_for_answer(future, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS + 60)
         return CallbackTask.Status.HELD
 
+    _db_release()
     try:
         outcome = _wait_for_answer(future, timeout=max(0.0, _remaining(task) - margin))
         ready = True
@@ -650,6 +659,7 @@ def callback_deliver(*, task_id) -> str:
             held_release(held)
     if not ready:
         # The callback is spent (or lost); the answer keeps being generated and waits for the next message.
+        _db_release()
         _wait_for_answer(future, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS + 60)
     return status
 
@@ -659,6 +669,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
     bot = task.bot
     delay = (task.not_before - timezone.now()).total_seconds()
     if delay > 0:
+        _db_release()
         time.sleep(delay)
     success_status = CallbackTask.Status.HELD if kind == CallbackTask.Kind.STILL_WORKING else CallbackTask.Status.COMPLETED
     attempts = conf.callback_max_attempts()
@@ -684,6 +695,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
         if not _attempt_begin(task, label, body, kind):
             logger.warning("kakao task %s: lost ownership before posting; not posting", task.pk)
             return "skipped"
+        _db_release()  # the in-flight marker is committed (autocommit): hold no connection over the network
         result = callback_post(url=url, body=body, timeout=max(0.5, remaining - 0.2))
         last = result
         if result.outcome == Outcome.DELIVERED:
@@ -699,6 +711,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
             return CallbackTask.Status.FAILED
         _attempt_record(task, label, result, final_status=None)
         backoff = conf.callback_backoff_seconds() * (2 ** (attempt - 1))
+        _db_release()
         time.sleep(max(0.0, min(backoff, _remaining(task) - conf.callback_connect_timeout() - 0.5)))
     return CallbackTask.Status.FAILED  # not reached
 

@@ -20,22 +20,32 @@ def _json(body: dict, status: int = 200) -> JsonResponse:
     return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
 
 
-async def _authenticated_request(request, *, require_utterance: bool = True):
-    if request.method != "POST":
-        raise ApiError("method_not_allowed", f"Method {request.method} is not allowed; use POST.", 405)
-    bot = await sync_to_async(services.bot_authenticate)(headers=request.headers)
+def _authenticated_request(request, *, require_utterance: bool = True):
+    """Secret → body → JSON → fields → bot id, each failure an ApiError (sync: runs off the event loop)."""
+    bot = services.bot_authenticate(headers=request.headers)
     length = request.META.get("CONTENT_LENGTH") or ""
     content_type = request.META.get("CONTENT_TYPE", "")
-    if length.isdigit() and int(length) > conf.max_body_bytes():
-        raise ApiError("payload_too_large", f"The request body is limited to {conf.max_body_bytes():,} bytes.", 413)
+    limit = conf.max_body_bytes()
+    if length.isdigit() and int(length) > limit:
+        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
     try:
         raw = request.body
     except Exception:  # RequestDataTooBig and friends
-        raise ApiError("payload_too_large", f"The request body is limited to {conf.max_body_bytes():,} bytes.", 413) from None
+        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413) from None
     data = body_decode(body=raw, content_type=content_type)
     skill = skill_request_parse(data, require_utterance=require_utterance)
     services.bot_check_id(bot=bot, skill=skill)
     return bot, skill
+
+
+def _skill_accept(request):
+    bot, skill_request = _authenticated_request(request)
+    return services.skill_receive(bot=bot, skill=skill_request)
+
+
+def _method_check(request) -> None:
+    if request.method != "POST":
+        raise ApiError("method_not_allowed", f"Method {request.method} is not allowed; use POST.", 405)
 
 
 def _error(exc: ApiError) -> JsonResponse:
@@ -51,8 +61,8 @@ def _error(exc: ApiError) -> JsonResponse:
 async def skill(request):
     """Kakao i Open Builder skill: acknowledge with useCallback, or answer within the 5 s budget."""
     try:
-        bot, skill_request = await _authenticated_request(request)
-        accepted = await sync_to_async(services.skill_receive)(bot=bot, skill=skill_request)
+        _method_check(request)
+        accepted = await sync_to_async(_skill_accept)(request)
     except ApiError as exc:
         return _error(exc)
     if accepted.kind == "callback" or accepted.response is not None:
@@ -68,7 +78,8 @@ async def skill(request):
 async def welcome(request):
     """The welcome block: greet (by name when known) without the LLM; nothing is stored."""
     try:
-        bot, skill_request = await _authenticated_request(request, require_utterance=False)
+        _method_check(request)
+        bot, skill_request = await sync_to_async(_authenticated_request)(request, require_utterance=False)
     except ApiError as exc:
         return _error(exc)
 
