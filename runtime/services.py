@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from mejai.errors import ApiError
@@ -424,10 +424,20 @@ async def _answer_command(turn: Turn, command: commands.Command, args: str, *, s
     yield event_message(turn_payload(finished))
 
 
+def _context_build_released(*, session: Session, turn: Turn, page: dict):
+    """Build the model's context, then give the database connection back to the pool: the model
+    call that follows can take seconds, and a connection held through it would cap the turns a
+    process answers at once at the pool's size. (Pooled PostgreSQL only, outside transactions.)"""
+    context = context_build(session=session, turn=turn, page=page)
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
+        connection.close()
+    return context
+
+
 async def _answer_llm(turn: Turn, page: dict, *, started: float):
     session = turn.session
     agent = session.agent
-    context = await sync_to_async(context_build)(session=session, turn=turn, page=page)
+    context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page)
     provider = provider_get()
     request = LLMRequest(
         messages=context.messages,
