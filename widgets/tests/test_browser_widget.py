@@ -736,3 +736,34 @@ def test_model_errors_retry_and_offline_waits(mejai, widget, host_site, context_
     ctx.set_offline(False)
     poll(frame, "document.querySelectorAll('.mw-row.mw-bot[data-turn]:not(.mw-streaming)').length === 3")
     assert Turn.objects.get(user_text="오프라인에서 보냄").status == "completed"
+
+
+def test_english_locale_and_cta_click(mejai, widget, host_site, context_factory, fake_llm):
+    fake_llm.config.tokens_per_second = 0
+    host_site.html = host_page(
+        f'<script async src="{mejai.url}/widget.js" data-key="{widget.public_key}" data-locale="en"></script>'
+    )
+    host_site.headers = {}
+    ctx = context_factory()
+    # The reply's link must never leave the machine: answer it locally.
+    ctx.route(
+        "https://help.example.com/**", lambda route: route.fulfill(status=200, body="help", content_type="text/plain")
+    )
+    page = ctx.new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    assert frame.get_attribute("#mw-input", "placeholder") == "Type a message…"
+    assert frame.get_attribute("#mw-close", "aria-label") == "Close chat"
+    assert frame.evaluate("document.documentElement.lang") == "en"
+    send(frame, "Where is the help center?")
+    last_reply(frame)
+    with ctx.expect_page() as popup:
+        frame.click(".mw-row.mw-bot[data-turn] a")
+    assert popup.value.url == "https://help.example.com/start"
+    for _ in range(50):
+        if WidgetEvent.objects.filter(widget=widget, event_type="cta_click").exists():
+            break
+        page.wait_for_timeout(100)
+    event = WidgetEvent.objects.get(widget=widget, event_type="cta_click")
+    assert event.payload["url"] == "https://help.example.com/start" and event.payload["text"] == "도움말 센터"
