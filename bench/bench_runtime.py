@@ -224,6 +224,7 @@ def main() -> None:
     json_plan = {1: (400, 20.0), 10: (2000, 30.0), 50: (3000, 40.0)}
     sse_requests, sse_seconds, sse_concurrency = int(600 * scale), 40.0 * max(scale, 0.5), 10
 
+    load_start = os.getloadavg()[0]
     infra = infra_detect(name="runtime", embedded=args.embedded)
     print(f"[runtime] configuration: {infra.label}", flush=True)
     migrate(infra)
@@ -271,29 +272,34 @@ def main() -> None:
     try:
         asyncio.run(_warm_up(web, headers, n=50))
         time.sleep(1.0)
-        sse = asyncio.run(
-            _run_phase(
-                web,
-                Phase(f"SSE c={sse_concurrency}", sse_concurrency),
-                requests=sse_requests,
-                seconds=sse_seconds,
-                worker=sse_worker(headers, SSE_TTFT),
+        sse_phases = []
+        # Concurrency 1 shows the overhead without queueing for a core; 10 is the target's figure.
+        for c, n in ((1, max(int(100 * scale), 20)), (sse_concurrency, sse_requests)):
+            phase = asyncio.run(
+                _run_phase(
+                    web, Phase(f"SSE c={c}", c), requests=n, seconds=sse_seconds, worker=sse_worker(headers, SSE_TTFT)
+                )
             )
-        )
-        print(
-            f"[runtime] {sse.name}: {sse.ok} ok, {sse.error_text()} errors, overhead p95 "
-            f"{_ms(percentile(sse.overheads, 95)) or 0:.1f} ms",
-            flush=True,
-        )
+            sse_phases.append(phase)
+            print(
+                f"[runtime] {phase.name}: {phase.ok} ok, {phase.error_text()} errors, overhead p95 "
+                f"{_ms(percentile(phase.overheads, 95)) or 0:.1f} ms",
+                flush=True,
+            )
     finally:
         web.stop()
         fake1.stop()
 
-    write_section(args.out, report(args, infra, web, json_phases, sse, rss_start, rss_rest, rss_after_json))
+    load_end = os.getloadavg()[0]
+    write_section(
+        args.out,
+        report(args, infra, web, json_phases, sse_phases, rss_start, rss_rest, rss_after_json, (load_start, load_end)),
+    )
     print(f"[runtime] wrote {args.out}", flush=True)
 
 
-def report(args, infra, web, json_phases: list[Phase], sse: Phase, rss_start, rss_rest, rss_after_json) -> str:
+def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rss_rest, rss_after_json, load) -> str:
+    sse = sse_phases[-1]
     best = max(json_phases, key=lambda p: p.throughput) if json_phases else None
     overhead_p95 = _ms(percentile(sse.overheads, 95))
     peak_json = max((p.rss_peak or 0 for p in json_phases), default=None)
@@ -304,6 +310,8 @@ def report(args, infra, web, json_phases: list[Phase], sse: Phase, rss_start, rs
         + (" (quick: fewer requests)" if args.quick else ""),
         "",
         f"- Configuration measured: {infra.label}.",
+        f"- Machine load average (1 min): {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+        + (" — other work shared the cores and inflates every figure." if max(load) > 2.5 else "."),
         f"- Web process: `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(web.command))}` "
         "(one process, `DEBUG=0`), API-key auth, in its own process.",
         "- Model: the fake OpenAI-compatible server (`runtime/fakes/openai_server.py`, its own process) "
@@ -343,7 +351,7 @@ def report(args, infra, web, json_phases: list[Phase], sse: Phase, rss_start, rs
             ],
         ),
         "",
-        f"### SSE time to first `delta` minus the model's TTFT ({SSE_TTFT * 1000:.0f} ms), concurrency {sse.concurrency}",
+        f"### SSE time to first `delta` minus the model's TTFT ({SSE_TTFT * 1000:.0f} ms)",
         "",
         md_table(
             [
@@ -359,16 +367,17 @@ def report(args, infra, web, json_phases: list[Phase], sse: Phase, rss_start, rs
             ],
             [
                 [
-                    sse.concurrency,
-                    sse.ok,
-                    sse.error_text(),
-                    fmt(_ms(percentile(sse.overheads, 50))),
-                    fmt(overhead_p95),
-                    fmt(_ms(percentile(sse.overheads, 99))),
-                    fmt(_ms(percentile(sse.overheads, 50)) + SSE_TTFT * 1000 if sse.overheads else None),
-                    fmt(_ms(percentile(sse.latencies, 50))),
-                    fmt(sse.web_cpu * 1000 / sse.ok if sse.ok else None),
+                    p.concurrency,
+                    p.ok,
+                    p.error_text(),
+                    fmt(_ms(percentile(p.overheads, 50))),
+                    fmt(_ms(percentile(p.overheads, 95))),
+                    fmt(_ms(percentile(p.overheads, 99))),
+                    fmt(_ms(percentile(p.overheads, 50)) + SSE_TTFT * 1000 if p.overheads else None),
+                    fmt(_ms(percentile(p.latencies, 50))),
+                    fmt(p.web_cpu * 1000 / p.ok if p.ok else None),
                 ]
+                for p in sse_phases
             ],
         ),
         "",
@@ -414,12 +423,13 @@ def report(args, infra, web, json_phases: list[Phase], sse: Phase, rss_start, rs
         "",
         "### What limits these figures",
         "",
-        limits_text(json_phases, sse),
+        limits_text(json_phases, sse_phases),
     ]
     return "\n".join(lines)
 
 
-def limits_text(json_phases: list[Phase], sse: Phase) -> str:
+def limits_text(json_phases: list[Phase], sse_phases: list[Phase]) -> str:
+    sse = sse_phases[-1]
     cores = os.cpu_count() or 1
     out = []
     if json_phases:
@@ -447,6 +457,15 @@ def limits_text(json_phases: list[Phase], sse: Phase) -> str:
             "- The SSE overhead includes everything between the client and the model's first token: HTTP parsing, "
             "API-key auth, storing the turn, the order check, context building, the SDK request to the fake model, "
             "parsing its first chunk, and encoding the `delta` event — and the load generator's own scheduling."
+        )
+    single = next((p for p in sse_phases if p.concurrency == 1 and p.overheads), None)
+    if single and sse.overheads and sse is not single:
+        per_turn = sse.web_cpu * 1000 / sse.ok if sse.ok else 0
+        out.append(
+            f"- Alone (c=1) a turn's overhead is {_ms(percentile(single.overheads, 50)):.0f} ms p50; at "
+            f"c={sse.concurrency} it is {_ms(percentile(sse.overheads, 50)):.0f} ms p50. The difference is queueing: "
+            f"each turn needs {per_turn:.0f} ms of the web process's CPU, so {sse.concurrency} turns arriving "
+            "together wait for each other's work on one core before their model call starts."
         )
     return "\n".join(out)
 

@@ -93,7 +93,7 @@ def results_write(*, command: str, statuses: dict[str, list[str]], tails: dict[s
             [
                 [
                     f"[{a}](#{a})" if statuses[a][0] == "ok" else a,
-                    statuses[a][0] if a in ran else f"{statuses[a][0]} (earlier run)",
+                    f"{statuses[a][0]} (earlier run)" if a not in ran and statuses[a][0] == "ok" else statuses[a][0],
                     statuses[a][1],
                     statuses[a][2],
                 ]
@@ -109,7 +109,8 @@ def results_write(*, command: str, statuses: dict[str, list[str]], tails: dict[s
         lines.append(f'<a id="{area}"></a>')
         lines.append("")
         if status != "ok":
-            lines += [f"## {area}: {status}", "", f"`bench/bench_{area}.py` did not produce results ({status})."]
+            why = "it was not run and has no earlier results" if status == "not run" else status
+            lines += [f"## {area}: {status}", "", f"`bench/bench_{area}.py` did not produce results: {why}."]
             tail = tails.get(area)
             if tail:
                 lines += ["", "Last lines of its output:", "", "```", tail, "```"]
