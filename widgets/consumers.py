@@ -120,7 +120,12 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         token = content.get("token")
         if not isinstance(token, str):
             raise ApiError("token_missing", "위젯 토큰이 필요합니다. (A widget token is required.)", 401)
-        caller = await database_sync_to_async(services.widget_caller_load)(raw_token=token)
+        def load():
+            caller = services.widget_caller_load(raw_token=token)
+            rate_limits_hit(("STREAM_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
+            return caller
+
+        caller = await database_sync_to_async(load)()
         if not self._origin_ok(caller):
             await self.send_error("origin_not_allowed", "This page may not use the widget.")
             await self.close(code=CLOSE_ORIGIN_NOT_ALLOWED)

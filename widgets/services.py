@@ -967,7 +967,12 @@ class SessionHub:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the layer is down: keep the streams, try again shortly
+            except Exception as exc:
+                if "Timeout" in type(exc).__name__:
+                    # An idle blocking pop that came back late (a busy machine): just wait again.
+                    logger.debug("widget hub: receive timed out", exc_info=True)
+                    continue
+                # The layer is down: keep the streams, try again shortly.
                 logger.warning("widget hub: channel layer receive failed", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue

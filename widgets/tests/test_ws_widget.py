@@ -158,3 +158,18 @@ async def test_expired_token_on_an_open_socket(widget, offline_llm):
     await ws.send_json_to({"type": "user_message", "message": "안녕"})
     assert (await receive_until(ws, "assistant_message"))[-1]["session_id"] == started["session_id"]
     await ws.disconnect()
+
+
+async def test_joins_are_rate_limited(widget, settings):
+    from django.core.cache import cache
+
+    await sync_to_async(cache.clear)()
+    settings.WIDGET_RATE_STREAM_VISITOR = 2
+    started = await sync_to_async(_init)(widget)
+    ws = await connect()
+    for _ in range(2):
+        await ws.send_json_to({"type": "join", "token": started["widget_token"]})
+        assert (await ws.receive_json_from())["type"] == "joined"
+    await ws.send_json_to({"type": "join", "token": started["widget_token"]})
+    assert (await ws.receive_json_from())["code"] == "rate_limited"
+    await ws.disconnect()
