@@ -82,6 +82,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
 
 ROOT_URLCONF = "mejai.urls"
