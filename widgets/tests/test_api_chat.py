@@ -165,6 +165,7 @@ def test_chat_rate_limited_per_visitor(client, widget, started, settings, offlin
 
     cache.clear()
     settings.WIDGET_RATE_CHAT_VISITOR = 2
+    settings.WIDGET_RATE_CHAT_VISITOR_WINDOW = 86400  # no window boundary within the test
     assert chat(client, started["widget_token"], "1").status_code == 200
     assert chat(client, started["widget_token"], "2").status_code == 200
     response = chat(client, started["widget_token"], "3")

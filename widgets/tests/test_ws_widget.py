@@ -125,6 +125,7 @@ async def test_rate_limited_socket_message(widget, settings, offline_llm):
 
     await sync_to_async(cache.clear)()
     settings.WIDGET_RATE_CHAT_VISITOR = 1
+    settings.WIDGET_RATE_CHAT_VISITOR_WINDOW = 86400  # no window boundary within the test
     started = await sync_to_async(_init)(widget)
     ws = await connect()
     await ws.send_json_to({"type": "join", "token": started["widget_token"]})
@@ -165,6 +166,7 @@ async def test_joins_are_rate_limited(widget, settings):
 
     await sync_to_async(cache.clear)()
     settings.WIDGET_RATE_STREAM_VISITOR = 2
+    settings.WIDGET_RATE_STREAM_VISITOR_WINDOW = 86400  # no window boundary within the test
     started = await sync_to_async(_init)(widget)
     ws = await connect()
     for _ in range(2):
