@@ -767,3 +767,27 @@ def test_english_locale_and_cta_click(mejai, widget, host_site, context_factory,
         page.wait_for_timeout(100)
     event = WidgetEvent.objects.get(widget=widget, event_type="cta_click")
     assert event.payload["url"] == "https://help.example.com/start" and event.payload["text"] == "도움말 센터"
+
+
+def test_host_csp_that_blocks_the_stylesheet_still_gets_a_working_widget(mejai, widget, host_site, context_factory):
+    host_site.headers = {
+        "Content-Security-Policy": (
+            f"default-src 'self'; script-src {mejai.url}; style-src 'self'; connect-src {mejai.url}; frame-src {mejai.url}"
+        )
+    }
+    host_site.html = host_page(snippet(mejai, widget))
+    page = context_factory().new_page()
+    console = []
+    page.on("console", lambda msg: console.append(msg.text))
+    page.goto(host_site.allowed_url + "/")
+    launcher = page.wait_for_selector(".mejai-w-launcher", state="visible")
+    assert any("launcher.css did not load" in m for m in console), console
+    box = launcher.bounding_box()
+    assert box["x"] > DESKTOP["width"] - 120 and box["y"] > DESKTOP["height"] - 120, box  # still in the corner
+    launcher.click()
+    page.wait_for_selector(".mejai-w-panel", state="visible")
+    frame = embed_frame(page)
+    send(frame, "스타일 없이도 되나요?")
+    last_reply(frame)
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".mejai-w-panel", state="hidden")
