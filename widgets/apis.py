@@ -124,7 +124,7 @@ class UserIdField(serializers.CharField):
 
 # --- init ------------------------------------------------------------------------------------
 
-class VisitorInput(serializers.Serializer):
+class WidgetVisitorInput(serializers.Serializer):
     id = TextField(required=False, allow_blank=True, max_length=64)
     user_id = UserIdField(required=False, allow_blank=True, allow_null=True, max_length=200)
     hash = TextField(required=False, allow_blank=True, allow_null=True, max_length=128)
@@ -133,7 +133,7 @@ class VisitorInput(serializers.Serializer):
     phone = TextField(required=False, allow_blank=True, allow_null=True, max_length=40)
 
 
-class InitInput(serializers.Serializer):
+class WidgetInitInput(serializers.Serializer):
     public_key = TextField(max_length=64)
     origin = TextField(required=False, allow_blank=True, max_length=300)
     # Long URLs (tracking parameters) are accepted and stored cut to 2,000 characters.
@@ -147,11 +147,11 @@ class InitInput(serializers.Serializer):
         if not value:
             return ""
         return "en" if value.startswith("en") else "ko"
-    visitor = VisitorInput(required=False)
+    visitor = WidgetVisitorInput(required=False)
     session_id = serializers.UUIDField(required=False, allow_null=True)
 
 
-class InitOutput(serializers.Serializer):
+class WidgetInitOutput(serializers.Serializer):
     widget_token = serializers.CharField()
     token_expires_at = serializers.DateTimeField()
     session_id = serializers.UUIDField()
@@ -167,12 +167,12 @@ class WidgetInitApi(WidgetApiMixin, AsyncAPIView):
     conversation and issue a widget token."""
 
     @extend_schema(
-        operation_id="widget_init", request=InitInput,
-        responses={200: InitOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
+        operation_id="widget_init", request=WidgetInitInput,
+        responses={200: WidgetInitOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    429: ERROR_SCHEMA},
     )
     async def post(self, request):
-        serializer = InitInput(data=self.json_object(request))
+        serializer = WidgetInitInput(data=self.json_object(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         meta = request.META
@@ -197,7 +197,7 @@ class WidgetInitApi(WidgetApiMixin, AsyncAPIView):
 
 # --- chat ------------------------------------------------------------------------------------
 
-class ChatInput(serializers.Serializer):
+class WidgetChatInput(serializers.Serializer):
     message = MessageTextField()
     session_id = serializers.UUIDField(required=False, allow_null=True)
     client_message_id = serializers.CharField(required=False, allow_blank=True, max_length=128)
@@ -211,7 +211,7 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
 
     @extend_schema(
-        operation_id="widget_chat", request=ChatInput,
+        operation_id="widget_chat", request=WidgetChatInput,
         parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    429: ERROR_SCHEMA, 502: ERROR_SCHEMA},
@@ -221,7 +221,7 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
     async def post(self, request):
         raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
         body = self.json_object(request)
-        serializer = ChatInput(data=body)
+        serializer = WidgetChatInput(data=body)
         meta = request.META
 
         def run():
@@ -263,7 +263,7 @@ async def _stream_body(items, *, keepalive: float):
         yield sse_encode(event, event_id=event_id or None)
 
 
-class StreamTicketInput(serializers.Serializer):
+class WidgetStreamTicketInput(serializers.Serializer):
     session_id = serializers.UUIDField(required=False, allow_null=True)
 
 
@@ -271,7 +271,7 @@ class WidgetStreamTicketApi(WidgetApiMixin, AsyncAPIView):
     """A single-use ticket (about 60 s) for `GET /api/widget/stream?ticket=…`, for EventSource clients."""
 
     @extend_schema(
-        operation_id="widget_stream_ticket", request=StreamTicketInput,
+        operation_id="widget_stream_ticket", request=WidgetStreamTicketInput,
         responses={201: inline_serializer("StreamTicket", {"ticket": serializers.CharField(),
                                                            "expires_in": serializers.IntegerField()}),
                    401: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
@@ -283,7 +283,7 @@ class WidgetStreamTicketApi(WidgetApiMixin, AsyncAPIView):
         def run() -> dict:
             caller = services.widget_caller_load(raw_token=raw)
             self.cors_allow_token_origin(request, caller)
-            serializer = StreamTicketInput(data=body)
+            serializer = WidgetStreamTicketInput(data=body)
             serializer.is_valid(raise_exception=True)
             session = services.widget_session_get(caller=caller, session_id=serializer.validated_data.get("session_id"))
             rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
@@ -346,7 +346,7 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
 
 # --- events ------------------------------------------------------------------------------------
 
-class EventInput(serializers.Serializer):
+class WidgetEventInput(serializers.Serializer):
     type = TextField(max_length=40)
     session_id = serializers.UUIDField(required=False, allow_null=True)
     payload = serializers.JSONField(required=False, allow_null=True)
@@ -357,7 +357,7 @@ class WidgetEventApi(WidgetApiMixin, AsyncAPIView):
     """Record a widget event: open, close, cta_click, form_submit, page_view or load."""
 
     @extend_schema(
-        operation_id="widget_event", request=EventInput,
+        operation_id="widget_event", request=WidgetEventInput,
         responses={201: inline_serializer("WidgetEventCreated", {"id": serializers.IntegerField()}),
                    400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
     )
@@ -368,7 +368,7 @@ class WidgetEventApi(WidgetApiMixin, AsyncAPIView):
         def run() -> dict:
             caller = services.widget_caller_load(raw_token=raw, public_key=body.get("public_key") or None)
             self.cors_allow_token_origin(request, caller)
-            serializer = EventInput(data=body)
+            serializer = WidgetEventInput(data=body)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             rate_limit_hit(name="EVENT_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
