@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import resource
 import sys
@@ -112,21 +113,35 @@ async def init_phase(base: str, public_key: str, *, requests: int, concurrency: 
     return samples
 
 
-async def sse_phase(base: str, public_key: str, *, concurrency: int, per_worker: int) -> Samples:
-    """Each virtual visitor sends `per_worker` streamed messages in turn; overhead = first delta - TTFT."""
+async def sse_phase(base: str, public_key: str, *, concurrency: int, per_worker: int,
+                    api_key: str | None = None) -> Samples:
+    """Each virtual visitor sends `per_worker` streamed messages in turn; overhead = first delta - TTFT.
+
+    With `api_key`, the same load goes to the runtime's own `POST /api/runtime/chat` (the baseline
+    the widget path is built on), one external user per worker.
+    """
     samples = Samples()
     async with httpx.AsyncClient(base_url=base, timeout=30,
                                  limits=httpx.Limits(max_connections=concurrency + 2)) as client:
         async def worker(n: int):
-            started = await widget_init(client, public_key, f"sse-{n}-{uuid.uuid4().hex[:12]}")
-            headers = {"Authorization": f"Bearer {started['widget_token']}", "Accept": "text/event-stream"}
+            user = f"sse-{n}-{uuid.uuid4().hex[:12]}"
+            if api_key:
+                url, extra = "/api/runtime/chat", {"external_id": user}
+                headers = {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"}
+            else:
+                started = await widget_init(client, public_key, user)
+                url, extra = "/api/widget/chat", {}
+                headers = {"Authorization": f"Bearer {started['widget_token']}", "Accept": "text/event-stream"}
+            session_id = None
             for i in range(per_worker):
                 t0 = time.perf_counter()
                 first = None
                 finished = False
+                body = {"message": f"배송은 언제 오나요? {i}", **extra}
+                if api_key and session_id:
+                    body["session_id"] = session_id
                 try:
-                    async with client.stream("POST", "/api/widget/chat", headers=headers,
-                                             json={"message": f"배송은 언제 오나요? {i}"}) as response:
+                    async with client.stream("POST", url, headers=headers, json=body) as response:
                         if response.status_code != 200:
                             samples.error(str(response.status_code))
                             await response.aread()
@@ -138,6 +153,8 @@ async def sse_phase(base: str, public_key: str, *, concurrency: int, per_worker:
                                 finished = True
                             elif line == "event: error":
                                 samples.error("error event")
+                            elif api_key and session_id is None and line.startswith("data: ") and '"session_id"' in line:
+                                session_id = json.loads(line[6:]).get("session_id")
                 except httpx.HTTPError as exc:
                     samples.error(type(exc).__name__)
                     continue
@@ -360,6 +377,8 @@ def main() -> None:
         asyncio.run(sse_phase(base, public_key, concurrency=2, per_worker=3))  # warm-up
         sse_c1 = asyncio.run(sse_phase(base, public_key, concurrency=1, per_worker=10 if quick else 40))
         sse_c10 = asyncio.run(sse_phase(base, public_key, concurrency=10, per_worker=5 if quick else 25))
+        runtime_c10 = asyncio.run(sse_phase(base, public_key, concurrency=10, per_worker=5 if quick else 25,
+                                            api_key=org["api_key"]))
         streams = asyncio.run(streams_phase(web, public_key, count=stream_count))
         log_tail = web.log_tail(5)
         load_after = os.getloadavg()
@@ -381,6 +400,9 @@ def main() -> None:
          f"{fmt(sse_c10.ms(50))} / **{fmt(overhead_p95)}** / {fmt(sse_c10.ms(99))} ms",
          f"≤ {TARGET_SSE_OVERHEAD_P95_MS:.0f} ms p95",
          verdict(None if overhead_p95 is None else overhead_p95 <= TARGET_SSE_OVERHEAD_P95_MS)],
+        ["Same load on the runtime's own `/api/runtime/chat` (baseline, p50 / p95)",
+         f"{fmt(runtime_c10.ms(50))} / {fmt(runtime_c10.ms(95))} ms — the widget layer adds "
+         f"{fmt((sse_c10.ms(50) or 0) - (runtime_c10.ms(50) or 0))} ms at p50", "—", "—"],
         ["Concurrent open SSE streams held by one daphne process",
          f"**{streams.opened:,}** of {streams.wanted:,} opened in {streams.open_seconds:.1f} s; "
          f"{streams.still_open:,} still open after {KEEPALIVE_SECONDS + 1.5:.0f} s",
@@ -398,7 +420,8 @@ def main() -> None:
         ["`init` p95 while the streams are open",
          f"{fmt(streams.init_while_open.ms(95) if streams.init_while_open else None)} ms", "—", "—"],
     ]
-    errors = (f"init: {init_seq.error_text} / {init_c10.error_text}; SSE: {sse_c1.error_text} / {sse_c10.error_text}; "
+    errors = (f"init: {init_seq.error_text} / {init_c10.error_text}; SSE: {sse_c1.error_text} / {sse_c10.error_text}"
+              f" / runtime {runtime_c10.error_text}; "
               f"streams: {', '.join(f'{k}: {v}' for k, v in streams.failures.items()) or 'none'}")
     text = f"""## Widget API (`/api/widget/*`)
 

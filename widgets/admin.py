@@ -312,10 +312,10 @@ class ChatWidgetAdmin(OrganizationScopedAdmin):
 @admin.register(WidgetDailyStat)
 class WidgetDailyStatAdmin(OrganizationScopedAdmin):
     organization_path = "widget__organization"
-    list_display = ["day", "widget", "loads", "opens", "conversations", "messages", "form_submits"]
+    list_display = ["day", "widget", "shard", "loads", "opens", "conversations", "messages", "form_submits"]
     list_filter = ["widget", "day"]
     date_hierarchy = "day"
-    readonly_fields = ["widget", "day", *WidgetDailyStat.COUNTERS]
+    readonly_fields = ["widget", "day", "shard", *WidgetDailyStat.COUNTERS]
 
     def has_add_permission(self, request):
         return False

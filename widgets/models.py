@@ -133,10 +133,17 @@ class WidgetEvent(models.Model):
 
 
 class WidgetDailyStat(models.Model):
-    """Counters of one widget on one day (in TIME_ZONE); written by widgets.services.stat_increment."""
+    """Counters of one widget on one day (in TIME_ZONE); written by widgets.services.stat_increment.
+
+    A day's counters are spread over SHARDS rows (a random one per increment) so concurrent
+    messages of a busy widget do not queue on one locked row; readers sum the shards.
+    """
+
+    SHARDS = 8
 
     widget = models.ForeignKey(ChatWidget, on_delete=models.CASCADE, related_name="daily_stats")
     day = models.DateField()
+    shard = models.PositiveSmallIntegerField(default=0)
     loads = models.PositiveIntegerField(default=0)
     opens = models.PositiveIntegerField(default=0)
     conversations = models.PositiveIntegerField(default=0)
@@ -150,7 +157,7 @@ class WidgetDailyStat(models.Model):
         ordering = ["widget", "-day"]
         verbose_name = "widget daily statistics"
         verbose_name_plural = "widget daily statistics"
-        constraints = [models.UniqueConstraint(fields=["widget", "day"], name="widget_stat_unique_day")]
+        constraints = [models.UniqueConstraint(fields=["widget", "day", "shard"], name="widget_stat_unique_day_shard")]
 
     def __str__(self) -> str:
         return f"{self.widget_id} {self.day}"

@@ -19,14 +19,26 @@ def widget_stats_daily(*, widget: ChatWidget, days: int = 30, until: date | None
     until = until or timezone.localdate()
     since = until - timedelta(days=days - 1)
     stored = {
-        row.day: row for row in WidgetDailyStat.objects.filter(widget=widget, day__gte=since, day__lte=until)
+        row["day"]: row
+        for row in WidgetDailyStat.objects.filter(widget=widget, day__gte=since, day__lte=until)
+        .values("day")
+        .annotate(**{name: Sum(name) for name in WidgetDailyStat.COUNTERS})
     }
     rows = []
     for offset in range(days):
         day = since + timedelta(days=offset)
-        row = stored.get(day)
-        rows.append({"day": day, **{name: getattr(row, name) if row else 0 for name in WidgetDailyStat.COUNTERS}})
+        row = stored.get(day) or {}
+        rows.append({"day": day, **{name: row.get(name) or 0 for name in WidgetDailyStat.COUNTERS}})
     return rows
+
+
+def widget_stats_day(*, widget: ChatWidget, day: date | None = None) -> dict:
+    """One day's counters (today by default), summed over the day's shards."""
+    day = day or timezone.localdate()
+    totals = WidgetDailyStat.objects.filter(widget=widget, day=day).aggregate(
+        **{name: Sum(name) for name in WidgetDailyStat.COUNTERS}
+    )
+    return {name: totals[name] or 0 for name in WidgetDailyStat.COUNTERS}
 
 
 def widget_stats_totals(*, widget: ChatWidget, days: int = 30) -> dict:

@@ -428,14 +428,16 @@ def stat_increment(*, widget_id: int, **counts: int) -> None:
     if not counts:
         return
     day = timezone.localdate()
+    shard = secrets.randbelow(WidgetDailyStat.SHARDS)
     updates = {name: F(name) + n for name, n in counts.items()}
-    if WidgetDailyStat.objects.filter(widget_id=widget_id, day=day).update(**updates):
+    rows = WidgetDailyStat.objects.filter(widget_id=widget_id, day=day, shard=shard)
+    if rows.update(**updates):
         return
     try:
         with transaction.atomic():
-            WidgetDailyStat.objects.create(widget_id=widget_id, day=day, **counts)
+            WidgetDailyStat.objects.create(widget_id=widget_id, day=day, shard=shard, **counts)
     except IntegrityError:
-        WidgetDailyStat.objects.filter(widget_id=widget_id, day=day).update(**updates)
+        rows.update(**updates)
 
 
 def install_seen(*, widget: ChatWidget, origin: str, page_url: str) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from endusers.models import Identity
 from runtime.models import Turn
-from widgets.models import WidgetDailyStat, WidgetEvent
+from widgets.models import WidgetEvent
+from widgets.selectors import widget_stats_day
 from widgets.tests.support_api import (  # noqa: F401
     ORIGIN,
     assert_error,
@@ -38,11 +39,11 @@ def test_chat_json_standard_payload(client, widget, started, fake_llm):
     assert body["session_id"] == started["session_id"]
     turn = Turn.objects.get(pk=body["turn_id"])
     assert turn.session.channel == "web_widget" and turn.status == "completed"
-    stats = WidgetDailyStat.objects.get(widget=widget)
-    assert (stats.loads, stats.messages, stats.conversations) == (1, 1, 1)
+    stats = widget_stats_day(widget=widget)
+    assert (stats["loads"], stats["messages"], stats["conversations"]) == (1, 1, 1)
     chat(client, started["widget_token"], "또 질문")
-    stats.refresh_from_db()
-    assert (stats.messages, stats.conversations) == (2, 1)
+    stats = widget_stats_day(widget=widget)
+    assert (stats["messages"], stats["conversations"]) == (2, 1)
 
 
 def test_chat_sse_stream(client, started, fake_llm):
@@ -190,7 +191,7 @@ def test_events_are_stored_and_counted(client, widget, started):
         assert WidgetEvent.objects.filter(pk=response.json()["id"], event_type=kind).exists()
     stored = WidgetEvent.objects.filter(widget=widget)
     assert stored.count() == 6 and all(str(e.session_id) == started["session_id"] for e in stored)
-    assert WidgetDailyStat.objects.get(widget=widget).opens == 2
+    assert widget_stats_day(widget=widget)["opens"] == 2
 
 
 def test_unknown_event_type_and_bad_payload(client, started):
@@ -217,7 +218,7 @@ def test_form_submit_records_claimed_identities(client, widget, started):
     assert not kinds["email"].verified and not kinds["phone"].verified
     end_user.refresh_from_db()
     assert end_user.display_name == "김민수"
-    assert WidgetDailyStat.objects.get(widget=widget).form_submits == 1
+    assert widget_stats_day(widget=widget)["form_submits"] == 1
 
 
 def test_form_submit_bad_values(client, started):

@@ -8,6 +8,7 @@ import pytest
 from endusers.models import Identity
 from runtime.models import Session
 from widgets.models import ChatWidget, WidgetDailyStat
+from widgets.selectors import widget_stats_day
 from widgets.services import identity_hash_make
 from widgets.tests.support_api import (  # noqa: F401
     ORIGIN,
@@ -54,7 +55,7 @@ def test_install_status_and_load_stats(client, widget):
     widget.refresh_from_db()
     assert widget.is_installed and widget.first_seen_origin == ORIGIN and widget.last_seen_origin == ORIGIN
     assert widget.last_seen_page_url == PAGE
-    assert WidgetDailyStat.objects.get(widget=widget).loads == 2
+    assert widget_stats_day(widget=widget)["loads"] == 2
 
 
 def test_visitor_id_generated_when_missing(client, widget):

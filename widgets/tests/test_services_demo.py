@@ -18,3 +18,19 @@ def test_demo_widget_is_created_once_and_allows_local_ports(organization, agent)
     assert not origin_allowed(origin=origin_parse("http://localhost.evil.com"), patterns=patterns)
     again = demo_setup(organization=organization, agent=agent)
     assert ChatWidget.objects.count() == 1 and again == lines
+
+
+def test_daily_counters_are_sharded_and_summed(organization, agent):
+    from widgets.models import WidgetDailyStat
+    from widgets.selectors import widget_stats_daily, widget_stats_day
+    from widgets.services import stat_increment
+
+    widget = ChatWidget.objects.create(organization=organization, agent=agent, name="w")
+    for _ in range(40):
+        stat_increment(widget_id=widget.pk, messages=1, loads=2)
+    stat_increment(widget_id=widget.pk, opens=0)  # nothing to add: no row
+    rows = WidgetDailyStat.objects.filter(widget=widget)
+    assert 1 < rows.count() <= WidgetDailyStat.SHARDS  # 40 increments over 8 shards
+    assert widget_stats_day(widget=widget) == {"loads": 80, "opens": 0, "conversations": 0, "messages": 40,
+                                               "form_submits": 0}
+    assert widget_stats_daily(widget=widget, days=7)[-1]["messages"] == 40
