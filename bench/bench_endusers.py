@@ -39,6 +39,7 @@ SCALES = {
 TARGET_CONTACTS_P95_MS = 50.0
 TARGET_SEARCH_P95_MS = 20.0
 PACE_SECONDS = 0.4
+LOAD_AT_START = [0.0]
 CHANNELS = ["web_widget", "kakao", "mchat", "api", "assistant"]
 QUERIES = ["환불 규정", "배송", "쿠폰 사용", "멤버십 해지", "주소 변경", "포인트 적립", "교환 문의", "사이즈",
            "결제 할부", "선물포장", "영수증 발급", "반품 가능"]
@@ -435,7 +436,9 @@ def report(*, args, scale_name: str, scale: dict, gen: dict, reads: list[dict], 
         f"Command: `{command}`  ",
         f"Scale: **{scale_name}**; machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"PostgreSQL {pg_version}; run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} "
-        f"in {time.perf_counter() - started:,.0f} s.",
+        f"in {time.perf_counter() - started:,.0f} s. Machine load average (1 min) when the measurements started: "
+        f"{LOAD_AT_START[0]:.1f}, at the end: {os.getloadavg()[0]:.1f} — other work on this 2-core machine "
+        "(other test suites, browsers, workers) shares the CPU, so tails (p95/p99) move with it.",
         "",
         "Rows in the bench database (`" + connection.settings_dict["NAME"] + "`, planner estimates, all organizations): "
         + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".",
@@ -517,6 +520,7 @@ def main() -> None:
 
         org = Organization.objects.get(slug=ORG_SLUG)
         agent, gen = Agent.objects.get(organization=org, name="bench"), {}
+    LOAD_AT_START[0] = os.getloadavg()[0]
     reads = measure_reads(org, scale)
     extraction = measure_extraction(org, agent, samples=60 if args.quick else 150)
     text = report(args=args, scale_name=scale_name, scale=scale, gen=gen, reads=reads, extraction=extraction,

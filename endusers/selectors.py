@@ -41,10 +41,12 @@ def contacts_list(*, organization, q: str = "", email: str | None = None, phone:
     users = EndUser.objects.filter(organization=organization, merged_into__isnull=True)
     if email is not None:
         value = email_normalize(email, field="email")
-        users = users.filter(pk__in=Identity.objects.filter(organization=organization, kind="email", value=value).values("end_user_id"))
+        users = users.filter(pk__in=_ids(Identity.objects.filter(organization=organization, kind="email", value=value)
+                                          .values_list("end_user_id", flat=True)))
     if phone is not None:
         value = phone_normalize(phone, field="phone")
-        users = users.filter(pk__in=Identity.objects.filter(organization=organization, kind="phone", value=value).values("end_user_id"))
+        users = users.filter(pk__in=_ids(Identity.objects.filter(organization=organization, kind="phone", value=value)
+                                          .values_list("end_user_id", flat=True)))
     q = " ".join((q or "").split())[:MAX_QUERY_CHARS]
     if q:
         exact = None
@@ -57,13 +59,25 @@ def contacts_list(*, organization, q: str = "", email: str | None = None, phone:
             exact = None
         if exact is not None:
             # A whole email or phone number: the unique index answers it.
-            held = Identity.objects.filter(organization=organization, kind=exact[0], value=exact[1]).values("end_user_id")
-            users = users.filter(pk__in=held)
+            held = Identity.objects.filter(organization=organization, kind=exact[0], value=exact[1])
+            users = users.filter(pk__in=_ids(held.values_list("end_user_id", flat=True)))
         else:
             users = users.filter(pk__in=_contact_search_ids(organization_id=organization.pk, q=q, values=[q]))
     return users.prefetch_related(
         Prefetch("identities", queryset=Identity.objects.order_by("kind", "pk"))
     ).order_by("-last_seen_at", "-pk")
+
+
+# A search matching at most this many end users is resolved to a list of ids first: with a subquery,
+# PostgreSQL walks the newest-first index hoping to meet matches early, which for a rare match
+# means reading every contact.
+ID_LIST_CAP = 1000
+
+
+def _ids(values_queryset):
+    """The matching ids as a list when there are few of them, else the subquery itself."""
+    ids = list(values_queryset[: ID_LIST_CAP + 1])
+    return ids if len(ids) <= ID_LIST_CAP else values_queryset
 
 
 def _like(value: str) -> str:
@@ -84,7 +98,11 @@ def _contact_search_ids(*, organization_id: int, q: str, values: list[str]):
             'SELECT "id" FROM "A_end_users" WHERE "organization_id" = %s AND UPPER("display_name"::text) LIKE UPPER(%s) '
             f'UNION SELECT "end_user_id" FROM "A_end_user_identities" WHERE "organization_id" = %s AND ({identity_like})'
         )
-        return RawSQL(sql, [organization_id, _like(q), organization_id, *[_like(v) for v in values]])
+        params = [organization_id, _like(q), organization_id, *[_like(v) for v in values]]
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} LIMIT {ID_LIST_CAP + 1}", params)
+            ids = [row[0] for row in cursor.fetchall()]
+        return ids if len(ids) <= ID_LIST_CAP else RawSQL(sql, params)
     identity_match = Q()
     for value in values:
         identity_match |= Q(value__icontains=value)

@@ -210,3 +210,13 @@ def test_erase_api(api, chat, api_key, organization, minsu, offline_llm):
     assert ErasureRecord.objects.get().actor.startswith("api_key:")
     detail = api.get(f"/api/contacts/{minsu.pk}").json()
     assert detail["counts"]["messages"] == 1 and detail["identities"] == []
+
+
+def test_broad_searches_use_a_subquery(api, organization, monkeypatch):
+    from endusers import selectors
+
+    monkeypatch.setattr(selectors, "ID_LIST_CAP", 1)
+    for i in range(3):
+        identity_resolve(organization=organization, kind="external_id", value=f"shared-{i}", verified=True)
+    assert api.get("/api/contacts", q="shared").json()["count"] == 3
+    assert api.get("/api/contacts", q="shared-2").json()["count"] == 1
