@@ -116,7 +116,7 @@ class Stack:
             "CACHE_PREFIX": "bench-kakao", "CHANNEL_PREFIX": "bench-kakao", "DJANGO_SETTINGS_MODULE": "mejai.settings",
             "SECRET_KEY": "bench-kakao-secret-key-" + uuid.uuid4().hex, "DEBUG": "0", "LOG_LEVEL": "WARNING",
             "ALLOWED_HOSTS": "127.0.0.1,localhost", "OPENAI_BASE_URL": self.llm.base_url, "OPENAI_API_KEY": "bench",
-            "LLM_MAX_RETRIES": "0", "KAKAO_TEST_LOOPBACK_CALLBACKS": "1", "KAKAO_GENERATION_THREADS": str(worker_threads),
+            "LLM_MAX_RETRIES": "0", "KAKAO_TEST_LOOPBACK_CALLBACKS": "1", "KAKAO_GENERATION_THREADS": "12",
             "MEJAI_VAR_DIR": "/tmp/mejai-bench-kakao-var", "DB_CONN_MAX_AGE": "60",
         }
         redis_flush()
@@ -125,7 +125,7 @@ class Stack:
         self.web = subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(self.port), "mejai.asgi:application"],
                                     cwd=ROOT, env=self.env, start_new_session=True,
                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/bench-kakao-daphne.log", "w"))
-        worker_env = {**self.env, "DB_POOL_MAX": str(worker_threads * 2 + 4)}
+        worker_env = {**self.env, "DB_POOL_MAX": "40"}
         self.worker = subprocess.Popen(
             [PYTHON, "-m", "celery", "-A", "mejai", "worker", "--pool", "threads", "--concurrency", str(worker_threads),
              "-Q", QUEUE, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
@@ -168,7 +168,7 @@ async def ack_latency(stack: Stack, *, concurrency: int, requests: int, users: i
     async def client_loop(client: httpx.AsyncClient):
         nonlocal errors
         for i in counter:
-            body = skill_body(stack.receiver, token=f"ack-{uuid.uuid4().hex}", user=f"user-{i % users}")
+            body = skill_body(stack.receiver, token=f"ack-{uuid.uuid4().hex}", user=f"c{concurrency}-user-{i % users}")
             started = time.perf_counter()
             response = await client.post(stack.url, content=body, headers=HEADERS)
             latencies.append((time.perf_counter() - started) * 1000)
@@ -185,7 +185,7 @@ async def ack_latency(stack: Stack, *, concurrency: int, requests: int, users: i
             "rps": len(latencies) / elapsed}
 
 
-def drain(stack: Stack, *, expected: int, timeout: float = 90) -> None:
+def drain(stack: Stack, *, expected: int, timeout: float = 120) -> None:
     """Wait until the receiver got at least `expected` posts (the worker caught up)."""
     stack.receiver.wait_for(expected, timeout=timeout)
     time.sleep(1)
@@ -329,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     load_before = os.getloadavg()
-    stack = Stack(worker_threads=12)
+    stack = Stack(worker_threads=32)
     try:
         time.sleep(2)
         callback = callback_time(stack, samples=8 if quick else 25)  # on an idle stack
@@ -339,7 +339,7 @@ def main() -> None:
         sent_total = 0
         for concurrency, requests in plan:
             asyncio.run(ack_latency(stack, concurrency=1, requests=5, users=5))  # warm up connections
-            acks.append(asyncio.run(ack_latency(stack, concurrency=concurrency, requests=requests, users=400)))
+            acks.append(asyncio.run(ack_latency(stack, concurrency=concurrency, requests=requests, users=10**9)))
             sent_total += 5 + requests
             drain(stack, expected=sent_total)  # the worker caught up: each level starts from an empty queue
         stack.receiver.reset()

@@ -217,7 +217,10 @@ def name_flow_apply(*, bot: KakaoBot, kakao_user: KakaoUser, text: str) -> str:
         return f"/{NAME_COMMAND}"
     name = name_extract(stripped)
     if name and name_valid(name) and kakao_user.end_user.display_name != name:
-        profile_name_set(end_user=kakao_user.end_user, name=name)
+        try:
+            profile_name_set(end_user=kakao_user.end_user, name=name)
+        except ApiError:
+            return text  # not a name after all: the message is answered as it is
         event_log(bot=bot, kind=KakaoEvent.Kind.NAME_SET, kakao_user=kakao_user, name=name, source="stated")
     return text
 
@@ -387,6 +390,8 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
             return SkillAccepted("sync", bot, kakao_user, turn, duplicate=True)
         return SkillAccepted("sync", bot, kakao_user, turn)
     if duplicate:
+        if task.error_code == "broker_unreachable":
+            return SkillAccepted("apology", bot, kakao_user, turn, task, response_build([BROKER_DOWN_TEXT]), duplicate=True)
         return SkillAccepted("callback", bot, kakao_user, turn, task, acknowledgement(bot.waiting_text), duplicate=True)
     if enqueue_error:
         error = enqueue_error[0]
@@ -632,9 +637,7 @@ def callback_deliver(*, task_id) -> str:
         _finish(task, label, CallbackTask.Status.HELD, code="deadline_passed",
                 error="The job started too late to answer through the callback.")
         event_log(bot=bot, kind=KakaoEvent.Kind.ANSWER_HELD, kakao_user=task.kakao_user, task=task, via="late_start")
-        _db_release()
-        _wait_for_answer(future, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS + 60)
-        return CallbackTask.Status.HELD
+        return CallbackTask.Status.HELD  # the answer is generated on the pool; the worker thread moves on
 
     _db_release()
     try:
@@ -657,10 +660,8 @@ def callback_deliver(*, task_id) -> str:
                       held=[str(t.pk) for t in held], via="callback")
         else:
             held_release(held)
-    if not ready:
-        # The callback is spent (or lost); the answer keeps being generated and waits for the next message.
-        _db_release()
-        _wait_for_answer(future, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS + 60)
+    # When the answer was not ready, the callback is spent (or lost); the answer keeps being generated on
+    # the pool and waits for the next message. The worker thread does not wait for it.
     return status
 
 

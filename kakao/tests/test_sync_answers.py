@@ -135,3 +135,14 @@ def test_dev_skill_tester_sends_a_real_skill_request(admin_client, kakao_bot, of
     assert admin_client.post("/kakao/dev/tester", {"bot": 999999, "utterance": "x"},
                              content_type="application/json").status_code == 404
     assert admin_client.post("/kakao/dev/tester", "[", content_type="application/json").status_code == 400
+
+
+def test_kakao_retrying_after_a_broker_outage_gets_the_apology_again(client, kakao_bot, skill_body, monkeypatch):
+    def down(*, task_id):
+        raise OperationalError("Connection refused.")
+
+    monkeypatch.setattr(services, "callback_enqueue", down)
+    post_skill(client, skill_body())
+    again = post_skill(client, skill_body())
+    assert texts(again.json()) == [services.BROKER_DOWN_TEXT]
+    assert Turn.objects.count() == 1 and CallbackTask.objects.count() == 1
