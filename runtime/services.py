@@ -250,12 +250,12 @@ def _response_schema_from(arguments: dict) -> dict | None:
     return schema
 
 
-def _turn_claim(turn_id) -> bool:
+def _turn_claim(turn_id, *, now=None) -> bool:
     """Mark a pending turn as being answered; False when another process already has it.
 
     started_at is set here too; when earlier turns make it wait, _turn_begin moves it to after the wait.
     """
-    now = timezone.now()
+    now = now or timezone.now()
     return bool(
         Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
             status=Turn.Status.STREAMING, started_at=now, updated_at=now
@@ -264,13 +264,30 @@ def _turn_claim(turn_id) -> bool:
 
 
 def _turn_open(turn: Turn) -> tuple[bool, Turn | None]:
-    """Claim the turn and, when no earlier turn of its session is unanswered, return it reloaded:
-    (claimed, turn or None when it has to wait). One thread hop for the common case."""
-    if not _turn_claim(turn.id):
+    """Claim the turn and, when no earlier turn of its session is unanswered, return it ready to
+    answer: (claimed, turn or None when it has to wait). One thread hop for the common case."""
+    now = timezone.now()
+    if not _turn_claim(turn.id, now=now):
         return False, None
     if _predecessors_pending(turn):
         return True, None
+    if _relations_loaded(turn):
+        # The turn turn_start just returned: its session, agent and organization are in memory.
+        turn.status, turn.started_at, turn.updated_at = Turn.Status.STREAMING, now, now
+        return True, turn
     return True, _turn_reload(turn.id)
+
+
+def _relations_loaded(turn: Turn) -> bool:
+    """Whether answering can use this turn without touching the database for its relations."""
+    if not Turn.session.is_cached(turn):
+        return False
+    session = turn.session
+    return (
+        Session.agent.is_cached(session)
+        and Session.organization.is_cached(session)
+        and (session.end_user_id is None or Session.end_user.is_cached(session))
+    )
 
 
 def _turn_begin(turn_id) -> Turn:
