@@ -206,8 +206,10 @@ def data_generate(scale: dict) -> tuple[object, object, dict]:
     with connection.cursor() as cur:
         for table in ("A_end_users", "A_end_user_identities", "D_conv_sessions", "D_conv_turns", "A_end_user_sessions",
                       "A_end_user_messages", "A_end_user_memories"):
-            cur.execute(f'ANALYZE "{table}"')
-    timings["analyze"] = time.perf_counter() - started
+            # A live database is vacuumed by autovacuum; without it, the visibility map is empty and
+            # index-only scans (counts) read the heap.
+            cur.execute(f'VACUUM (ANALYZE) "{table}"')
+    timings["vacuum analyze"] = time.perf_counter() - started
     return org, agent, timings
 
 

@@ -55,16 +55,18 @@ class Hit:
 
 _PG_USER_SQL = """
     WITH mine AS MATERIALIZED (
-        SELECT id, text, search_vector, created_at FROM "A_end_user_memories"
+        SELECT id, search_vector, created_at FROM "A_end_user_memories"
         WHERE end_user_id = %(scope)s AND superseded_by_id IS NULL AND deleted_at IS NULL
     ), hits AS (
-        SELECT id, text, created_at, ts_rank(search_vector, to_tsquery('simple'::regconfig, %(tsq)s), 1) AS rank
+        SELECT id, created_at, ts_rank(search_vector, to_tsquery('simple'::regconfig, %(tsq)s), 1) AS rank
         FROM mine WHERE search_vector @@ to_tsquery('simple'::regconfig, %(tsq)s)
     )
-    SELECT id, rank + word_similarity(%(raw)s, text) AS score, created_at FROM hits
+    SELECT h.id, h.rank + word_similarity(%(raw)s, m.text) AS score, h.created_at
+    FROM hits h JOIN "A_end_user_memories" m ON m.id = h.id
     UNION ALL
-    SELECT id, word_similarity(%(raw)s, text), created_at FROM mine
-    WHERE (SELECT count(*) FROM hits) < %(limit)s
+    SELECT id, word_similarity(%(raw)s, text), created_at FROM "A_end_user_memories"
+    WHERE end_user_id = %(scope)s AND superseded_by_id IS NULL AND deleted_at IS NULL
+      AND (SELECT count(*) FROM hits) < %(limit)s
       AND NOT search_vector @@ to_tsquery('simple'::regconfig, %(tsq)s)
       AND word_similarity(%(raw)s, text) >= %(threshold)s
     ORDER BY 2 DESC, 3 DESC
@@ -83,10 +85,11 @@ _PG_ORG_SQL = """
 
 
 def _pg_search(*, end_user_id: int | None, organization_id: int, terms: list[str], limit: int) -> list[Hit]:
-    """One end user: read their active memories once (an index range of ~1k rows at most), keep the
-    full-text hits ranked by ts_rank + word similarity, and fill up with trigram-similar ones (typos)
-    when there are fewer hits than asked. A global GIN index would read every person's posting list
-    for a common word. Org-wide memories use partial GIN indexes (full-text and trigram)."""
+    """One end user: read their active memories' search vectors once (an index-only scan of
+    memory_user_search_idx, ~1k entries at most), keep the full-text hits ranked by ts_rank + word
+    similarity (only hits' texts are read from the table), and fill up with trigram-similar ones
+    (typos) when there are fewer hits than asked. A global GIN index would read every person's
+    posting list for a common word. Org-wide memories use partial GIN indexes."""
     params = {"raw": " ".join(terms), "tsq": tsquery_text(terms), "limit": limit,
               "threshold": MEMORY_SIMILARITY_THRESHOLD, "scope": end_user_id if end_user_id else organization_id}
     with connection.cursor() as cursor:
