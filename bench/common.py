@@ -179,8 +179,9 @@ def redis_version() -> str | None:
 def infra_detect(*, name: str, redis_db: int = 14, embedded: bool = False) -> Infra:
     """PostgreSQL + Redis (production configuration) when both answer, else the embedded default.
 
-    The PostgreSQL database `mejai_bench_<name>` is dropped and created afresh, so figures never
-    depend on what an earlier run left behind.
+    The PostgreSQL database `mejai_bench_<name>` is dropped and created afresh, and this bench's
+    Redis keys (prefix `mejai-bench-<name>`) are deleted, so figures never depend on what an
+    earlier run left behind; other users of the Redis db are left alone.
     """
     pg = None if embedded else postgres_version()
     rv = None if embedded else redis_version()
@@ -199,7 +200,7 @@ def infra_detect(*, name: str, redis_db: int = 14, embedded: bool = False) -> In
             timeout=60,
         )
         redis_url = f"{REDIS_BASE_URL}/{redis_db}"
-        _redis_flush(redis_url)
+        _redis_flush(redis_url, name=name)
         return Infra(name, f"{PG_ADMIN_URL}/{db}", redis_url, True, True, pg, rv)
     var_dir = ROOT / "var" / f"bench-{name}"
     shutil.rmtree(var_dir, ignore_errors=True)
@@ -207,13 +208,17 @@ def infra_detect(*, name: str, redis_db: int = 14, embedded: bool = False) -> In
     return Infra(name, f"sqlite:///{var_dir / 'bench.sqlite3'}", "", False, False, var_dir=var_dir)
 
 
-def _redis_flush(url: str) -> None:
-    host_port, _, db = url.split("://", 1)[1].partition("/")
-    host, _, port = host_port.partition(":")
-    with socket.create_connection((host, int(port or 6379)), timeout=5) as s:
-        s.sendall(f"SELECT {int(db or 0)}\r\nFLUSHDB\r\n".encode())
-        s.settimeout(5)
-        s.recv(1024)
+def _redis_flush(url: str, *, name: str) -> None:
+    """Delete this bench's keys (queue, channel layer, cache: all carry `mejai-bench-<name>`), not the db."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=f"*mejai-bench-{name}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
 
 
 def django_env(infra: Infra, extra: dict[str, str] | None = None) -> dict[str, str]:
