@@ -213,7 +213,12 @@
   function onToken(m) {
     if (!m.token) return;
     S.token = m.token;
-    if (m.session_id) S.sessionId = m.session_id;
+    if (m.session_id && m.session_id !== S.sessionId) {
+      // The old conversation was closed meanwhile: follow the new one.
+      S.sessionId = m.session_id;
+      live.lastId = null;
+      liveStart();
+    }
     if (S.tokenWait) S.tokenWait.resolve();
   }
   function renewToken() {
@@ -281,6 +286,9 @@
   }
   function apiEvent(type, payload, retried) {
     if (!S.token) return Promise.resolve(null);
+    if (!retried && (type === "cta_click" || type === "form_submit")) {
+      postHost({ type: "mejai:event", event: type, payload: payload }); // the host page may react too
+    }
     return request("/api/widget/event", { type: type, session_id: S.sessionId, payload: payload || {} }).then(function (r) {
       return r.json();
     }, function (e) {

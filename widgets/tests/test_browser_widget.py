@@ -209,8 +209,19 @@ def poll(target, expression: str, timeout: float = 15.0):
         time.sleep(0.05)
 
 
+SETTLED = """(() => {
+  const root = document.querySelector('.mejai-w'), panel = document.querySelector('.mejai-w-panel');
+  if (!root || !root.classList.contains('mejai-w-open')) return true;
+  const cs = getComputedStyle(panel);
+  return cs.opacity === '1' && (cs.transform === 'none' || cs.transform === 'matrix(1, 0, 0, 1, 0, 0)');
+})()"""
+
+
 def embed_frame(page):
     poll(page, "!!document.querySelector('.mejai-w-frame')")
+    # Let the open animation finish: clicks inside the (cross-origin) iframe are aimed at coordinates
+    # measured inside it, and a panel still sliding into place would make them land beside the target.
+    poll(page, SETTLED)
     handle = page.query_selector(".mejai-w-frame")
     frame = handle.content_frame()
     frame.wait_for_selector("#mw-input:not([disabled])")
@@ -247,14 +258,16 @@ def send(frame, text: str):
     frame.evaluate(KEYLOG)
     before = frame.evaluate("mejaiEmbed.state.sent")
     for attempt in range(2):
+        # Click first, as a visitor does: Chrome lets a cross-origin iframe take keyboard focus from
+        # a real click, not from the programmatic focus() alone that fill() would use.
+        frame.click("#mw-input")
         frame.fill("#mw-input", text)
         frame.press("#mw-input", "Enter")
         try:
             poll(frame, f"mejaiEmbed.state.sent > {before}", timeout=5)
             return
         except AssertionError as exc:
-            # Seen rarely under a loaded full run, right after page.reload(): the keystrokes never
-            # reached the panel's document. Re-type once, and say so.
+            # Should not happen since the click; if keystrokes ever go astray again, re-type once and say so.
             warnings.warn(f"send({text!r}) attempt {attempt + 1} did not reach the panel: {exc}", stacklevel=2)
     raise AssertionError(f"the panel never took {text!r}: {frame.evaluate(DIAG)}")
 
@@ -758,6 +771,7 @@ def test_english_locale_and_cta_click(mejai, widget, host_site, context_factory,
     assert frame.evaluate("document.documentElement.lang") == "en"
     send(frame, "Where is the help center?")
     last_reply(frame)
+    page.evaluate("window.__hostEvents = []; mejaiWidget.on('event', function (e) { __hostEvents.push(e); })")
     with ctx.expect_page() as popup:
         frame.click(".mw-row.mw-bot[data-turn] a")
     assert popup.value.url == "https://help.example.com/start"
@@ -767,6 +781,9 @@ def test_english_locale_and_cta_click(mejai, widget, host_site, context_factory,
         page.wait_for_timeout(100)
     event = WidgetEvent.objects.get(widget=widget, event_type="cta_click")
     assert event.payload["url"] == "https://help.example.com/start" and event.payload["text"] == "도움말 센터"
+    host_events = page.evaluate("window.__hostEvents")
+    assert [e["type"] for e in host_events] == ["cta_click"]
+    assert host_events[0]["payload"]["url"] == "https://help.example.com/start"
 
 
 def test_host_csp_that_blocks_the_stylesheet_still_gets_a_working_widget(mejai, widget, host_site, context_factory):
