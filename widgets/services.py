@@ -732,13 +732,19 @@ def widget_chat_start(
             # Last in the transaction: the day's counter row stays locked only until the commit.
             stat_increment(widget_id=caller.widget.pk, messages=1, conversations=1 if turn.seq == 1 else 0)
     if created:
-        url = (context or {}).get("url")
-        if isinstance(url, str) and url and url != session.metadata.get("page_url"):
-            check_origin = origin_parse(url)
-            if check_origin is not None and str(check_origin) == caller.claims.origin:
-                session.metadata = {**session.metadata, "page_url": url[:2000]}
-                Session.objects.filter(pk=session.pk).update(metadata=session.metadata)
+        _session_page_set(session=session, caller=caller, url=(context or {}).get("url"))
     return turn, created
+
+
+def _session_page_set(*, session: Session, caller: WidgetCaller, url) -> None:
+    """The page the visitor is on now (single-page apps change it without a reload): same origin only."""
+    if not isinstance(url, str) or not url or url[:2000] == session.metadata.get("page_url"):
+        return
+    page_origin = origin_parse(url)
+    if page_origin is None or str(page_origin) != caller.claims.origin:
+        return
+    session.metadata = {**session.metadata, "page_url": url[:2000]}
+    Session.objects.filter(pk=session.pk).update(metadata=session.metadata)
 
 
 def page_context_clean(context) -> dict:
@@ -1099,6 +1105,8 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
             session = widget_session_get(caller=caller)
         except ApiError:
             session = None
+    if event_type == "page_view" and session is not None:
+        _session_page_set(session=session, caller=caller, url=payload.get("url"))
     if event_type == "form_submit":
         values = _form_values_clean(payload)
         payload = {**payload, "values": values}

@@ -262,3 +262,15 @@ def test_init_resumes_a_named_session_only_when_it_is_theirs(client, widget, sta
     assert again["session_id"] == started["session_id"]
     hijack = init_ok(client, widget, visitor={"id": "visitor-zzzz-9"}, session_id=started["session_id"])
     assert hijack["session_id"] == theirs["session_id"] and hijack["history"] == []
+
+
+def test_page_view_and_chat_context_update_the_page(client, widget, started, offline_llm):
+    from runtime.models import Session
+
+    event(client, started["widget_token"], {"type": "page_view", "payload": {"url": ORIGIN + "/cart"}})
+    session = Session.objects.get(pk=started["session_id"])
+    assert session.metadata["page_url"] == ORIGIN + "/cart"
+    event(client, started["widget_token"], {"type": "page_view", "payload": {"url": "https://evil.com/x"}})
+    chat(client, started["widget_token"], "hi", context={"url": ORIGIN + "/checkout", "title": "결제"})
+    session.refresh_from_db()
+    assert session.metadata["page_url"] == ORIGIN + "/checkout"
