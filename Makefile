@@ -34,11 +34,12 @@ run: demo
 test: install chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Debian's chromium for the browser tests (Playwright drives it with executable_path).
+# Debian's chromium for the browser tests (Playwright drives it with executable_path),
+# and Korean fonts so screenshots show Hangul.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
-		else echo "chromium missing: sudo apt-get install chromium"; exit 1; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && dpkg -s fonts-nanum >/dev/null 2>&1; } || { \
+		if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium fonts-nanum) >/dev/null; \
+		else echo "missing: sudo apt-get install chromium fonts-nanum"; exit 1; fi; }
 
 worker: install
 	$(VENV)/bin/celery -A mejai worker --loglevel INFO

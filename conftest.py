@@ -99,12 +99,17 @@ def offline_llm(settings):
 @pytest.fixture
 def live_server_asgi(transactional_db):
     """mejai's ASGI app served over real HTTP/WebSocket on loopback."""
+    from channels.layers import channel_layers
+
     from mejai.asgi import application
     from runtime.testing.live_server import LiveASGIServer
 
+    # A cached channels_redis layer keeps locks bound to the loop of an earlier live server.
+    channel_layers.backends.clear()
     server = LiveASGIServer(application).start()
     yield server
     server.stop()
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
