@@ -281,3 +281,23 @@ def test_held_answer_is_released_when_the_carrying_callback_fails(receive, kakao
     assert deliver(follow) == "failed"
     first.refresh_from_db()
     assert first.status == "held" and first.held_delivered_by_id is None
+
+
+def test_second_utterance_while_the_first_is_pending_is_answered_after_it(receive, kakao_receiver, fake_llm):
+    """Policy: each utterance has its own callback; the pipeline answers the session's turns in order."""
+    fake_llm.config.ttft = 1.0
+    first, first_token = receive("환불 규정 알려줘")
+    second, second_token = receive("배송은 얼마나 걸려?")
+    assert first.turn.session_id == second.turn.session_id
+    results = {}
+    threads = [threading.Thread(target=lambda t=t: results.setdefault(t.pk, deliver(t))) for t in (second, first)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert set(results.values()) == {"completed"}
+    first_turn, second_turn = Turn.objects.get(pk=first.turn_id), Turn.objects.get(pk=second.turn_id)
+    assert first_turn.completed_at <= second_turn.started_at  # answered in order
+    assert texts(kakao_receiver.for_token(first_token)[0].body) == ["가짜 모델의 답변입니다: 환불 규정 알려줘"]
+    assert texts(kakao_receiver.for_token(second_token)[0].body) == ["가짜 모델의 답변입니다: 배송은 얼마나 걸려?"]
+    assert len(kakao_receiver.received) == 2
