@@ -140,7 +140,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "mejai")},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": os.environ.get("CHANNEL_PREFIX", "mejai"),
+                # Many sessions stream through one process; the default of 100 queued messages per channel is low.
+                "capacity": env_int("CHANNEL_CAPACITY", 1000),
+            },
         }
     }
     CACHES = {

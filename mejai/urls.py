@@ -27,5 +27,6 @@ for _app in ("endusers", "widgets", "kakao", "mchat", "assistant"):
     if importlib.util.find_spec(f"{_app}.urls"):
         urlpatterns.insert(-1, path("", include(f"{_app}.urls")))
 
+handler400 = "mejai.views.bad_request_error"
 handler404 = "mejai.views.not_found"
 handler500 = "mejai.views.server_error"

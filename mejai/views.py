@@ -1,8 +1,9 @@
 """Project-level pages and error handlers (JSON under /api/, HTML elsewhere)."""
 
-from django.http import HttpResponseNotFound, HttpResponseServerError
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponseBadRequest, HttpResponseNotFound, HttpResponseServerError
 from django.shortcuts import render
-from django.views.defaults import page_not_found
+from django.views.defaults import bad_request, page_not_found
 from django.views.defaults import server_error as django_server_error
 
 from mejai.errors import error_response
@@ -14,6 +15,21 @@ def _is_api(request) -> bool:
 
 def home(request):
     return render(request, "home.html")
+
+
+def bad_request_error(request, exception=None):
+    """Django's own 400s (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, a bad Host…): JSON under /api/."""
+    if _is_api(request):
+        if isinstance(exception, RequestDataTooBig):
+            from django.conf import settings
+
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return error_response("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
+        return error_response("bad_request", "The request could not be read.", 400)
+    try:
+        return bad_request(request, exception)
+    except Exception:
+        return HttpResponseBadRequest("Bad request")
 
 
 def not_found(request, exception=None):

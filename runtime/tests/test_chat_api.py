@@ -253,3 +253,10 @@ def test_llm_breaks_mid_stream(client, api_key, fake_llm):
     assert events[-1][1]["code"] == "llm_stream_broken"
     turn = Turn.objects.get()
     assert turn.status == Turn.Status.FAILED and turn.reply_text == "하나 둘" and turn.user_text == "세어 줘"
+
+
+def test_body_over_django_upload_limit_is_json_413(client, api_key):
+    """Past DATA_UPLOAD_MAX_MEMORY_SIZE Django itself refuses the body: still the one error shape."""
+    response = post(client, {"message": "a" * (300 * 1024)}, api_key)
+    assert_error(response, 413, "payload_too_large")
+    assert Turn.objects.count() == 0
