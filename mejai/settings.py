@@ -220,6 +220,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "IdentityKindEnum": "endusers.models.Identity.Kind",
+        "MemoryKindEnum": "endusers.models.Memory.Kind",
+    },
 }
 
 # --- i18n, static ------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import parsers, renderers, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -75,6 +76,7 @@ def outcome_response(outcome: services.TurnOutcome) -> Response:
     return Response({"error": error}, status=error_status(error.get("code", "")))
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class MessageTextField(serializers.Field):
     """Message text as sent: cleaning (NUL, controls) and limits are the pipeline's, so every channel agrees."""
 
@@ -233,7 +235,7 @@ class PromptListApi(JsonErrorsMixin, APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasOrganization]
 
-    class InputSerializer(serializers.Serializer):
+    class PromptCreateInput(serializers.Serializer):
         name = serializers.SlugField(max_length=100)
         text = serializers.CharField(max_length=50_000)
         note = serializers.CharField(required=False, allow_blank=True, max_length=200)
@@ -244,10 +246,10 @@ class PromptListApi(JsonErrorsMixin, APIView):
         templates = selectors.prompt_templates_for_org(organization=request.user.organization)
         return Response(PromptTemplateOutput(templates, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: PromptVersionOutput})
+    @extend_schema(request=PromptCreateInput, responses={201: PromptVersionOutput})
     def post(self, request):
         """Create a prompt (or a new version of it)."""
-        data = self.InputSerializer(data=request.data)
+        data = self.PromptCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         template = prompts.prompt_template_get_or_create(organization=request.user.organization, name=data.validated_data["name"])
         version = prompts.prompt_version_create(
