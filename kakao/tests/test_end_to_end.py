@@ -42,7 +42,8 @@ def _with_receiver(body: dict, receiver, token: str) -> dict:
     return body
 
 
-def test_fixture_requests_end_to_end(stack, kakao_receiver, fake_llm):
+def test_fixture_requests_end_to_end(stack, kakao_receiver, fake_llm, settings):
+    settings.KAKAO_CALLBACK_SETTLE_SECONDS = 1.0  # the production settle time, not the tests' short one
     fake_llm.config.ttft = 0.3
     body = _with_receiver(fixture_json("skill_request_callback.json"), kakao_receiver, FIXTURE_TOKEN)
     sent = time.time()
