@@ -253,8 +253,24 @@ KEYLOG = """() => {
 }"""
 
 
-def send(frame, text: str):
-    """Type a message and press Enter, as a visitor does; returns once the panel has taken it."""
+# Last resort for tests about something other than typing: put the text in the composer and submit
+# the form from inside the frame. Chrome routes Input.insertText to the page-level focused frame,
+# and a click that lands while the panel is still opening can leave that focus on the host page.
+DOM_SEND = """(text) => {
+  const input = document.getElementById('mw-input');
+  input.value = text;
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  input.form.requestSubmit();
+}"""
+
+
+def send(frame, text: str, *, dom_fallback: bool = True):
+    """Type a message and press Enter, as a visitor does; returns once the panel has taken it.
+
+    With dom_fallback, a message the keyboard did not deliver twice is submitted from inside the
+    frame (with a warning), so tests of errors, retries and offline state do not hinge on
+    Chrome's cross-origin focus; the main end-to-end test passes dom_fallback=False.
+    """
     frame.evaluate(KEYLOG)
     before = frame.evaluate("mejaiEmbed.state.sent")
     for attempt in range(2):
@@ -269,6 +285,11 @@ def send(frame, text: str):
         except AssertionError as exc:
             # Should not happen since the click; if keystrokes ever go astray again, re-type once and say so.
             warnings.warn(f"send({text!r}) attempt {attempt + 1} did not reach the panel: {exc}", stacklevel=2)
+    if dom_fallback:
+        warnings.warn(f"send({text!r}): keyboard input did not reach the frame; submitting from the DOM", stacklevel=2)
+        frame.evaluate(DOM_SEND, text)
+        poll(frame, f"mejaiEmbed.state.sent > {before}", timeout=5)
+        return
     raise AssertionError(f"the panel never took {text!r}: {frame.evaluate(DIAG)}")
 
 
@@ -311,7 +332,7 @@ def test_one_line_snippet_streams_a_reply_and_resumes_after_reload(mejai, widget
     assert "Acme 고객센터" in frame.text_content(".mw-welcome")
     frame.evaluate(STREAM_RECORDER)
 
-    send(frame, "안녕하세요, 주문 상태를 알고 싶어요")
+    send(frame, "안녕하세요, 주문 상태를 알고 싶어요", dom_fallback=False)  # real typing, no fallback
     reply = last_reply(frame)
     assert reply.startswith("반갑습니다!") and "도움말 센터" in reply
     paints = [p for p in frame.evaluate("window.__paints") if p]
