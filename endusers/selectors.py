@@ -12,6 +12,7 @@ from endusers.models import EndUser, EndUserMessage, EndUserSession, Identity, M
 from endusers.normalize import email_normalize, phone_normalize
 from endusers.search import memory_hits
 from mejai.errors import ApiError
+from runtime.text import text_clean
 
 MAX_QUERY_CHARS = 200
 
@@ -47,7 +48,7 @@ def contacts_list(*, organization, q: str = "", email: str | None = None, phone:
         value = phone_normalize(phone, field="phone")
         users = users.filter(pk__in=_ids(Identity.objects.filter(organization=organization, kind="phone", value=value)
                                           .values_list("end_user_id", flat=True)))
-    q = " ".join((q or "").split())[:MAX_QUERY_CHARS]
+    q = " ".join(text_clean(q or "").split())[:MAX_QUERY_CHARS]  # no NUL: PostgreSQL refuses it
     if q:
         exact = None
         try:
@@ -167,9 +168,9 @@ def memory_get_for_end_user(*, end_user: EndUser, memory_id) -> Memory:
 
 
 def search_query_validate(query) -> str:
-    if not isinstance(query, str) or not " ".join(query.split()):
+    query = " ".join(text_clean(query).split()) if isinstance(query, str) else ""  # no NUL: PostgreSQL refuses it
+    if not query:
         raise ApiError("empty_query", "검색어를 입력해 주세요. (The search query is empty.)", 400, field="q")
-    query = " ".join(query.split())
     if len(query) > MAX_QUERY_CHARS:
         raise ApiError("query_too_long", f"검색어는 {MAX_QUERY_CHARS}자 이하로 입력해 주세요. (The query is limited to "
                        f"{MAX_QUERY_CHARS} characters.)", 400, field="q")

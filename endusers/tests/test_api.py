@@ -165,9 +165,18 @@ def test_memory_search(api, minsu):
     assert body["results"][0]["score"] > 0
 
 
-@pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "   "}])
+@pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "   "}, {"q": "\x00\x00"}])
 def test_empty_search_query_is_400(api, minsu, params):
     assert_error(api.get(f"/api/contacts/{minsu.pk}/memories/search", **params), 400, "empty_query")
+
+
+def test_nul_characters_in_search_queries_are_dropped(api, minsu):
+    """PostgreSQL refuses NUL in text; a query carrying one is searched without it, never a 500."""
+    memory_add(end_user=minsu, text="배송지는 부산")
+    hits = api.get(f"/api/contacts/{minsu.pk}/memories/search", q="부\x00산").json()["results"]
+    assert [r["text"] for r in hits] == ["배송지는 부산"]
+    listing = api.get("/api/contacts", q="민\x00수")
+    assert listing.status_code == 200
 
 
 def test_merge_api(api, organization, minsu):
