@@ -23,7 +23,7 @@ os.environ.setdefault("SECRET_KEY", "bench-widget-js")
 
 BUDGET_GZIP = 12 * 1024
 STATIC = ROOT / "static" / "widgets"
-PANEL_ASSETS = ["embed.js", "markdown.js", "embed.css"]
+PANEL_ASSETS = ["embed.js", "../mejai/markdown.js", "embed.css"]  # markdown.js is shared with /chat
 
 
 def gz(data: bytes) -> int:

@@ -37,6 +37,7 @@ class Identity(models.Model):
         VISITOR = "visitor", "widget visitor"
         KAKAO = "kakao", "Kakao"
         MCHAT = "mchat", "Mattermost"
+        ACCOUNT = "account", "mejai account (assistant)"
 
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
     end_user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="identities")

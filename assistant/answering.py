@@ -1,0 +1,281 @@
+"""The per-client driver: answers a client_id's turns one at a time, in order, off the socket.
+
+`driver_kick(client)` after a chat is stored. One driver runs per client_id across processes (a
+cache lock with a TTL it renews; a dead process's lock expires and the next kick takes over). For
+each pending turn it runs the runtime's answer, maps its events to frames (`start`, coalesced
+`response`s, exactly one `end` or `error`) and sends them with `connections.client_send`. A
+watchdog ends a turn whose model is silent; `stop` (from any process) cancels the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+
+from assistant import conf, protocol, services
+from assistant.connections import client_send
+from runtime import services as runtime_services
+
+logger = logging.getLogger(__name__)
+
+STOP_POLL_SECONDS = 0.1  # how soon a stop sent to another process is noticed
+
+_drivers: set[asyncio.Task] = set()  # strong references: a task only weakly held may be collected
+
+
+# --- the runtime seam: the only place that knows how an answer runs and is cancelled ---------
+
+
+def _stop_key(turn_id) -> str:
+    return f"assistant:stop:{turn_id}"
+
+
+def answer_cancel(*, turn_id) -> None:
+    """Ask the answer of `turn_id` to stop, wherever it runs (a short-lived cache flag)."""
+    cache.set(_stop_key(turn_id), 1, timeout=300)
+
+
+def _answer_stop_requested(turn_id) -> bool:
+    return bool(cache.get(_stop_key(turn_id)))
+
+
+def _answer_events(turn):
+    return runtime_services.turn_answer_stream(turn=turn)
+
+
+# --- coalescing -------------------------------------------------------------------------------
+
+
+class ResponseCoalescer:
+    """Gathers deltas into `response` frames at most every `interval` seconds; drops nothing.
+
+    The stored reply is the model's text stripped, so leading whitespace is dropped and trailing
+    whitespace held back until more text follows: what the frames add up to is what is stored.
+    """
+
+    def __init__(self, *, client_id: str, turn_id, interval: float):
+        self.client_id, self.turn_id, self.interval = client_id, str(turn_id), interval
+        self.pending = ""
+        self.held = ""  # trailing whitespace, sent only if more text follows
+        self.sent: list[str] = []
+        self.last_flush = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.sent)
+
+    def add(self, piece: str) -> None:
+        piece = self.held + piece
+        if not self.sent and not self.pending:
+            piece = piece.lstrip()
+        stripped = piece.rstrip()
+        self.held = piece[len(stripped):]
+        self.pending += stripped
+
+    def due_in(self) -> float | None:
+        if not self.pending:
+            return None
+        return max(0.0, self.last_flush + self.interval - time.monotonic())
+
+    async def flush(self) -> None:
+        if self.pending:
+            content, self.pending = self.pending, ""
+            self.sent.append(content)
+            self.last_flush = time.monotonic()
+            await client_send(client_id=self.client_id, frame=protocol.frame_response(turn_id=self.turn_id,
+                                                                                      content=content))
+
+    async def flush_if_due(self) -> None:
+        due = self.due_in()
+        if due is not None and due <= 0:
+            await self.flush()
+
+    async def finish(self, final: str) -> None:
+        """Send what is left so the frames add up to `final` (the stored reply)."""
+        await self.flush()
+        streamed = self.text
+        if final.startswith(streamed) and final != streamed:
+            self.pending = final[len(streamed):]
+            await self.flush()
+        elif final != streamed:
+            # The stored reply is not a continuation of what was streamed (it should never happen):
+            # say so with the whole text, so the client shows what is stored.
+            logger.warning("assistant: turn %s streamed text differs from the stored reply", self.turn_id)
+            await client_send(client_id=self.client_id, frame={"type": "snapshot", "turn_id": self.turn_id,
+                                                                "content": final, "status": "completed"})
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def _lock_key(client_id: str) -> str:
+    return f"assistant:driver:{client_id}"
+
+
+async def driver_kick(*, client_pk: int, client_id: str) -> None:
+    """Make sure a driver answers this client's pending turns (here, unless one runs elsewhere)."""
+    token = uuid.uuid4().hex
+    if await cache.aadd(_lock_key(client_id), token, timeout=conf.driver_lock_seconds()):
+        task = asyncio.ensure_future(_drive(client_pk=client_pk, client_id=client_id, token=token))
+        _drivers.add(task)
+        task.add_done_callback(_drivers.discard)
+
+
+async def _lock_release(client_id: str, token: str) -> None:
+    # Not atomic compare-and-delete, but the lock only ever moves on after it expired, and a driver
+    # renews it well before: releasing someone else's lock needs a process stalled for the whole TTL.
+    if await cache.aget(_lock_key(client_id)) == token:
+        await cache.adelete(_lock_key(client_id))
+
+
+async def _lock_renew(client_id: str, token: str) -> None:
+    while True:
+        await asyncio.sleep(conf.driver_lock_seconds() / 3)
+        await cache.aset(_lock_key(client_id), token, timeout=conf.driver_lock_seconds())
+
+
+async def _drive(*, client_pk: int, client_id: str, token: str) -> None:
+    renew = asyncio.ensure_future(_lock_renew(client_id, token))
+    try:
+        while True:
+            entry = await sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
+            if entry is None:
+                await _lock_release(client_id, token)
+                # A chat stored after the look-up above, whose kick found our lock: take it back.
+                entry = await sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
+                if entry is None or not await cache.aadd(_lock_key(client_id), token,
+                                                         timeout=conf.driver_lock_seconds()):
+                    return
+            try:
+                await turn_deliver(client_id=client_id, entry=entry)
+            except Exception:
+                logger.exception("assistant: answering turn %s of %s failed", entry.turn_id, client_id)
+    finally:
+        renew.cancel()
+
+
+_END = object()
+
+
+async def turn_deliver(*, client_id: str, entry) -> None:
+    """Answer one turn through the runtime and send its frames: start, response…, one end or error."""
+    turn = entry.turn
+    turn_id = str(turn.id)
+    queue: asyncio.Queue = asyncio.Queue()
+    events = _answer_events(turn)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pipeline failed outside its own error events
+            logger.exception("assistant: the answer of turn %s raised", turn_id)
+            await queue.put(exc)
+        finally:
+            await queue.put(_END)
+
+    reader = asyncio.ensure_future(pump())
+    coalescer = ResponseCoalescer(client_id=client_id, turn_id=turn_id, interval=conf.coalesce_seconds())
+    watchdog = conf.watchdog_seconds()
+    heard = time.monotonic()
+    started = False
+
+    async def send(frame: dict) -> None:
+        await client_send(client_id=client_id, frame=frame)
+
+    async def start_once() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            await send(protocol.frame_start(turn_id=turn_id, message_id=entry.message_id))
+
+    async def cancel_answer() -> None:
+        reader.cancel()
+        try:
+            await reader
+        except (asyncio.CancelledError, Exception):
+            pass
+
+    try:
+        while True:
+            waits = [STOP_POLL_SECONDS, max(0.0, heard + watchdog - time.monotonic())]
+            due = coalescer.due_in()
+            if due is not None:
+                waits.append(due)
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=min(waits))
+            except TimeoutError:
+                item = None
+            if item is None:
+                await coalescer.flush_if_due()
+                if await sync_to_async(_answer_stop_requested)(turn_id):
+                    await cancel_answer()
+                    await start_once()
+                    await coalescer.flush()
+                    await send(protocol.frame_end(turn_id=turn_id, stopped=True))
+                    return
+                if time.monotonic() - heard >= watchdog:
+                    await cancel_answer()
+                    await start_once()
+                    await coalescer.flush()
+                    await send(protocol.frame_turn_error(turn_id=turn_id, code="model_stalled",
+                                                         message=protocol.message_for("model_stalled")))
+                    return
+                continue
+            if item is _END:
+                await start_once()
+                await coalescer.flush()
+                await send(protocol.frame_turn_error(turn_id=turn_id, code="internal_error",
+                                                     message=protocol.message_for("internal_error")))
+                return
+            if isinstance(item, Exception):
+                continue  # _END follows
+            heard = time.monotonic()
+            if item.type == "start":
+                await start_once()
+            elif item.type == "delta":
+                await start_once()
+                coalescer.add(item.data.get("text") or "")
+                await coalescer.flush_if_due()
+            elif item.type == "message":
+                await start_once()
+                await coalescer.finish(item.data.get("message") or "")
+                await send(protocol.frame_end(turn_id=turn_id))
+                return
+            elif item.type == "error":
+                await start_once()
+                await coalescer.flush()
+                code = item.data.get("code") or "turn_failed"
+                if code == "stopped":
+                    await send(protocol.frame_end(turn_id=turn_id, stopped=True))
+                else:
+                    await send(protocol.frame_turn_error(turn_id=turn_id, code=code,
+                                                         message=_bilingual(code, item.data.get("message") or "")))
+                return
+    finally:
+        if not reader.done():
+            await cancel_answer()
+
+
+_RUNTIME_MESSAGES_KO = {
+    "llm_timeout": "모델이 제시간에 답하지 않았습니다.",
+    "llm_unavailable": "모델에 연결할 수 없습니다.",
+    "llm_rate_limited": "모델 사용량이 많습니다. 잠시 후 다시 시도해 주세요.",
+    "llm_error": "모델이 오류를 돌려주었습니다.",
+    "order_timeout": "앞선 메시지가 아직 답변 중입니다.",
+}
+
+
+def _bilingual(code: str, message: str) -> str:
+    """The runtime's error messages are English: put the Korean first when we have it."""
+    korean = _RUNTIME_MESSAGES_KO.get(code) or (protocol.MESSAGES.get(code) and "")
+    if korean and message and not any("\uac00" <= ch <= "\ud7a3" for ch in message):
+        return f"{korean} ({message})"
+    return message or protocol.message_for(code)

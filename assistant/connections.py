@@ -1,0 +1,66 @@
+"""The connection manager: per-client_id and per-organization groups on the channel layer.
+
+Sockets join their client's group (every tab of one client_id) and their organization's group.
+`client_send` is the one way a stream frame leaves the server: seq + backlog first, then the group,
+so any process's sockets get it (docs/assistant.md). Counters of this process feed /api/assistant/status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from assistant import backlog
+
+logger = logging.getLogger(__name__)
+
+# This process's open assistant sockets, for the status figures.
+sockets_open: Counter = Counter()
+
+
+def client_group(client_id: str) -> str:
+    return f"assistant.client.{client_id}"
+
+
+def org_group(organization_id: int) -> str:
+    return f"assistant.org.{organization_id}"
+
+
+async def client_register(*, channel_name: str, client_id: str, organization_id: int) -> None:
+    layer = get_channel_layer()
+    await layer.group_add(client_group(client_id), channel_name)
+    await layer.group_add(org_group(organization_id), channel_name)
+    sockets_open["sockets"] += 1
+
+
+async def client_unregister(*, channel_name: str, client_id: str, organization_id: int) -> None:
+    layer = get_channel_layer()
+    sockets_open["sockets"] -= 1
+    await layer.group_discard(client_group(client_id), channel_name)
+    await layer.group_discard(org_group(organization_id), channel_name)
+
+
+async def client_send(*, client_id: str, frame: dict) -> dict:
+    """Number `frame`, keep it in the client's backlog and deliver it to every tab of the client.
+
+    Returns the frame with its `seq`. A failed publish loses nothing: sockets fill gaps from the
+    backlog, and a reconnect resumes from it.
+    """
+    framed = await backlog.frame_append(client_id=client_id, frame=frame)
+    try:
+        await get_channel_layer().group_send(client_group(client_id), {"type": "assistant.frame", "frame": framed})
+    except Exception:
+        logger.warning("assistant: could not publish seq %s to %s", framed["seq"], client_id, exc_info=True)
+    return framed
+
+
+def client_send_sync(*, client_id: str, frame: dict) -> dict:
+    return async_to_sync(client_send)(client_id=client_id, frame=frame)
+
+
+async def org_broadcast(*, organization_id: int, frame: dict) -> None:
+    """A notice to every connected socket of an organization (not kept for resume)."""
+    await get_channel_layer().group_send(org_group(organization_id), {"type": "assistant.notice", "frame": frame})

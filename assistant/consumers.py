@@ -1,0 +1,242 @@
+"""The realtime assistant socket `ws(s)://…/ws/chat/{client_id}` (protocol: docs/assistant.md).
+
+Thin: it authenticates, validates frames, calls services, and delivers the client's stream frames
+in `seq` order (filling any gap from the backlog). Answers run in the client's driver
+(assistant.answering), never in a receive handler, so `ping` and `stop` are answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from assistant import answering, backlog, conf, connections, protocol, services
+from assistant.resume import resume_frames
+from mejai.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+CLOSE_AUTH_TIMEOUT = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+def _header(scope, name: bytes) -> str:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _same_origin(scope) -> bool:
+    """Whether the browser's Origin is this site (its Host, or PUBLIC_BASE_URL): only then is the
+    session cookie trusted (a foreign page must not ride a logged-in user's cookie)."""
+    origin = _header(scope, b"origin").rstrip("/").lower()
+    if not origin:
+        return False
+    host = _header(scope, b"host").lower()
+    own = {settings.PUBLIC_BASE_URL.rstrip("/").lower()}
+    if host:
+        own |= {f"http://{host}", f"https://{host}"}
+    return origin in own
+
+
+def _query_last_seq(scope) -> int | None:
+    """`?last_seq=N` on the URL: resume as part of connecting, before any live frame."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("last_seq") or []
+    return int(values[0]) if values and values[0].isdigit() and len(values[0]) < 18 else None
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.client_id = self.scope["url_route"]["kwargs"]["client_id"]
+        self.caller = None
+        self.client = None
+        self.registered = False
+        self.delivered = 0  # the highest stream seq sent on this socket
+        self.auth_deadline = None
+        await self.accept()
+        try:
+            services.client_id_validate(self.client_id)
+        except ApiError as exc:
+            await self.send_error(exc.code, exc.message)
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False) and _same_origin(self.scope):
+            await self.authenticate(user, last_seq=_query_last_seq(self.scope))
+        else:
+            self.auth_deadline = asyncio.get_running_loop().call_later(
+                conf.auth_timeout_seconds(), lambda: asyncio.ensure_future(self.auth_expired()))
+
+    async def disconnect(self, code):
+        if self.auth_deadline is not None:
+            self.auth_deadline.cancel()
+        if self.registered:
+            self.registered = False
+            await connections.client_unregister(channel_name=self.channel_name, client_id=self.client_id,
+                                                 organization_id=self.caller.organization.pk)
+
+    # --- frames in ---------------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if text_data is None:
+            await self.send_error("invalid_frame", protocol.message_for("invalid_frame"))
+            return
+        if len(text_data) > conf.max_frame_bytes():
+            await self.send_error("frame_too_large", protocol.message_for("frame_too_large"),
+                                  limit_bytes=conf.max_frame_bytes())
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", protocol.message_for("invalid_json"))
+            return
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.send_error("invalid_frame", protocol.message_for("invalid_frame"))
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        kind = content["type"]
+        try:
+            if kind == "ping":
+                await self.send_local({"type": "pong"})
+            elif kind == "auth":
+                await self.auth_frame(content)
+            elif kind not in protocol.CLIENT_TYPES:
+                await self.send_error("unknown_type", protocol.message_for("unknown_type"))
+            elif self.caller is None:
+                await self.send_error("not_authenticated", protocol.message_for("not_authenticated"))
+            elif kind == "chat":
+                await self.chat(content)
+            elif kind == "resume":
+                await self.resume(content)
+            elif kind == "stop":
+                await self.stop()
+        except ApiError as exc:
+            extra = {"field": exc.field} if exc.field else {}
+            await self.send_error(exc.code, exc.message, **extra, **exc.extra)
+
+    async def send_local(self, frame: dict) -> None:
+        """A frame for this socket only: it repeats the seq of the last stream frame sent here."""
+        await self.send_json({**frame, "seq": self.delivered})
+
+    async def send_error(self, code: str, message: str, **extra) -> None:
+        await self.send_local(protocol.error_frame(code, message, **extra))
+
+    # --- who may connect ---------------------------------------------------------------------
+
+    async def auth_expired(self):
+        if self.caller is None:
+            await self.send_error("auth_timeout", protocol.message_for("auth_timeout"))
+            await self.close(code=CLOSE_AUTH_TIMEOUT)
+
+    async def auth_frame(self, content: dict):
+        if self.caller is not None:
+            raise ApiError("already_authenticated", protocol.message_for("already_authenticated"))
+        user = await database_sync_to_async(services.user_from_token)(raw_token=content.get("token"))
+        await self.authenticate(user, last_seq=content.get("last_seq"))
+
+    async def authenticate(self, user, *, last_seq=None):
+        def load():
+            caller = services.caller_load(user=user)
+            return caller, services.client_attach(caller=caller, client_id=self.client_id), \
+                services.projects_of(caller=caller)
+
+        try:
+            caller, client, projects = await database_sync_to_async(load)()
+        except ApiError as exc:
+            await self.send_error(exc.code, exc.message)
+            if exc.code in ("client_forbidden", "account_invalid"):
+                await self.close(code=CLOSE_FORBIDDEN)
+            return
+        if self.auth_deadline is not None:
+            self.auth_deadline.cancel()
+            self.auth_deadline = None
+        self.caller, self.client = caller, client
+        # Subscribe first, then read where the client's stream is: nothing after it can be missed.
+        await connections.client_register(channel_name=self.channel_name, client_id=self.client_id,
+                                          organization_id=caller.organization.pk)
+        self.registered = True
+        if last_seq is not None and not (isinstance(last_seq, int) and not isinstance(last_seq, bool) and last_seq >= 0):
+            last_seq = 0  # a resume point that is not a seq: the client gets everything it can
+        self.delivered = last_seq if last_seq is not None else await backlog.seq_current(client_id=self.client_id)
+        await self.send_local({"type": "ready", "protocol": protocol.PROTOCOL_VERSION, "client_id": self.client_id,
+                               "user": caller.label, "projects": projects})
+        if last_seq is not None:
+            await self.resume_from(last_seq)
+        # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
+        await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
+
+    # --- chat, stop --------------------------------------------------------------------------
+
+    async def chat(self, content: dict):
+        accepted = await database_sync_to_async(services.chat_accept)(caller=self.caller, client=self.client,
+                                                                      content=content)
+        if accepted.created:
+            turn = accepted.turn
+            await connections.client_send(client_id=self.client_id, frame=protocol.frame_queued(
+                turn_id=turn.id, message_id=accepted.entry.message_id, message=turn.user_text,
+                agent_name=turn.session.agent.name, position=accepted.position))
+        else:
+            # A retry of a message already stored: acknowledge it again, to this socket only.
+            await self.send_local(protocol.frame_queued(
+                turn_id=accepted.turn.id, message_id=accepted.entry.message_id, message=accepted.turn.user_text,
+                agent_name=content.get("agent_name"), position=accepted.position) | {"duplicate": True})
+        await answering.driver_kick(client_pk=self.client.pk, client_id=self.client_id)
+
+    async def stop(self):
+        current = await database_sync_to_async(services.client_turn_current)(client=self.client)
+        if current is None:
+            raise ApiError("nothing_to_stop", protocol.message_for("nothing_to_stop"))
+        await database_sync_to_async(answering.answer_cancel)(turn_id=current.turn_id)
+
+    # --- delivery in seq order ---------------------------------------------------------------
+
+    async def deliver(self, frame: dict) -> None:
+        seq = int(frame.get("seq") or 0)
+        if seq <= self.delivered:
+            return  # already sent on this socket
+        if seq > self.delivered + 1:
+            # An earlier frame is still on its way (or was dropped): the backlog has it.
+            missing, _complete = await backlog.frames_after(client_id=self.client_id, after=self.delivered,
+                                                            limit=seq - self.delivered - 1)
+            for earlier in missing:
+                if self.delivered < earlier["seq"] < seq:
+                    await self.send_json(earlier)
+                    self.delivered = earlier["seq"]
+        await self.send_json(frame)
+        self.delivered = seq
+
+    async def assistant_frame(self, message: dict):
+        await self.deliver(message["frame"])
+
+    async def assistant_notice(self, message: dict):
+        await self.send_local(message["frame"])
+
+    # --- resume ------------------------------------------------------------------------------
+
+    async def resume(self, content: dict):
+        await self.resume_from(content.get("last_seq"))
+
+    async def resume_from(self, last_seq) -> None:
+        """Send everything after `last_seq` (backlog, or a snapshot when it was trimmed), then live.
+
+        Channels hands this consumer one message at a time, so no live frame interleaves: after
+        this, live frames at or below what was sent are dropped by seq.
+        """
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+            raise ApiError("invalid", "last_seq는 0 이상의 정수입니다. (last_seq is a non-negative integer.)",
+                           field="last_seq")
+        frames = await resume_frames(client_id=self.client_id, client_pk=self.client.pk, last_seq=last_seq)
+        self.delivered = last_seq
+        for frame in frames:
+            await self.send_json(frame)
+            self.delivered = max(self.delivered, frame["seq"])
