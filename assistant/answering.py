@@ -269,13 +269,14 @@ _RUNTIME_MESSAGES_KO = {
     "llm_unavailable": "모델에 연결할 수 없습니다.",
     "llm_rate_limited": "모델 사용량이 많습니다. 잠시 후 다시 시도해 주세요.",
     "llm_error": "모델이 오류를 돌려주었습니다.",
+    "llm_stream_broken": "모델의 답변이 중간에 끊겼습니다.",
     "order_timeout": "앞선 메시지가 아직 답변 중입니다.",
 }
 
 
 def _bilingual(code: str, message: str) -> str:
     """The runtime's error messages are English: put the Korean first when we have it."""
-    korean = _RUNTIME_MESSAGES_KO.get(code) or (protocol.MESSAGES.get(code) and "")
+    korean = _RUNTIME_MESSAGES_KO.get(code) or ("답변하지 못했습니다." if code.startswith("llm_") else "")
     if korean and message and not any("\uac00" <= ch <= "\ud7a3" for ch in message):
         return f"{korean} ({message})"
     return message or protocol.message_for(code)
