@@ -219,7 +219,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.deliver(message["frame"])
 
     async def assistant_notice(self, message: dict):
-        await self.send_local(message["frame"])
+        await self.send_local({**message["frame"], "broadcast": True})
 
     # --- resume ------------------------------------------------------------------------------
 

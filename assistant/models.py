@@ -35,3 +35,22 @@ class ClientTurn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id} turn {self.turn_id}"
+
+
+class TurnImage(models.Model):
+    """An image sent with a chat: the bytes (checked and sniffed) or an https URL the model fetches."""
+
+    turn = models.ForeignKey("runtime.Turn", on_delete=models.CASCADE, related_name="assistant_images")
+    position = models.PositiveSmallIntegerField()
+    content_type = models.CharField(max_length=20, blank=True)
+    size = models.PositiveIntegerField(default=0, help_text="Decoded bytes (0 for a URL).")
+    data = models.BinaryField(null=True, blank=True)
+    url = models.URLField(max_length=2048, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["turn", "position"]
+        constraints = [models.UniqueConstraint(fields=["turn", "position"], name="turn_image_unique_position")]
+
+    def __str__(self) -> str:
+        return f"image {self.position} of {self.turn_id}"

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from assistant import protocol
+from assistant.images import images_store, images_validate
 from assistant.models import AssistantClient, ClientTurn
 from endusers.services import identity_resolve
 from mejai.errors import ApiError
@@ -138,6 +139,7 @@ def chat_accept(*, caller: Caller, client: AssistantClient, content: dict) -> Ch
     agent = Agent.objects.filter(organization=caller.organization, name=agent_name, is_active=True).first()
     if agent is None:
         raise _error("agent_not_found", 404, field="agent_name")
+    images = images_validate(content.get("images"))
     if not isinstance(content.get("message"), str):
         raise ApiError("invalid", "message가 필요합니다. (message is required and must be a string.)", 400,
                        field="message")
@@ -156,6 +158,8 @@ def chat_accept(*, caller: Caller, client: AssistantClient, content: dict) -> Ch
             idempotency_scope=f"client:{client.client_id}",
         )
         entry, _ = ClientTurn.objects.get_or_create(turn=turn, defaults={"client": client, "message_id": message_id})
+        if created and images:
+            images_store(turn=turn, images=images)
     position = ClientTurn.objects.filter(client=client, id__lt=entry.id, turn__status__in=(
         Turn.Status.PENDING, Turn.Status.STREAMING)).count()
     return ChatAccepted(turn=turn, created=created, entry=entry, position=position)

@@ -18,6 +18,34 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+# A channel may give agents without a prompt of their own a default fitting it (the assistant app
+# registers a general assistant's); every other channel keeps DEFAULT_SYSTEM_PROMPT.
+_channel_default_prompts: dict[str, str] = {}
+
+
+def system_prompt_default_register(*, channel: str, text: str) -> None:
+    """Call from an AppConfig.ready(): the system prompt of `channel`'s agents that have none."""
+    _channel_default_prompts[channel] = text
+
+
+# Channels that accept more than text (the assistant's images) add content parts to the turn's user
+# message: provider(turn) -> list of OpenAI content parts, or None. Called for every turn: return fast.
+UserPartsProvider = Callable[..., list[dict] | None]
+_user_parts_providers: list[UserPartsProvider] = []
+
+
+def user_parts_provider_register(provider: UserPartsProvider) -> None:
+    if provider not in _user_parts_providers:
+        _user_parts_providers.append(provider)
+
+
+def _user_content(turn: Turn) -> str | list[dict]:
+    parts: list[dict] = []
+    for provider in _user_parts_providers:
+        parts.extend(provider(turn=turn) or [])
+    return [{"type": "text", "text": turn.user_text}, *parts] if parts else turn.user_text
+
+
 @dataclass
 class Grounding:
     """What an end-user provider knows about the person: profile facts and ranked memories."""
@@ -50,7 +78,7 @@ def _system_prompt(session: Session) -> tuple[str, PromptVersion | None]:
         version = PromptVersion.objects.filter(template_id=agent.prompt_id, is_active=True).first()
         if version:
             return version.text, version
-    return DEFAULT_SYSTEM_PROMPT, None
+    return _channel_default_prompts.get(session.channel, DEFAULT_SYSTEM_PROMPT), None
 
 
 def _grounding(session: Session, user_text: str) -> Grounding:
@@ -106,5 +134,5 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
         budget -= cost
         history[:0] = [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply_text}]
     messages.extend(history)
-    messages.append({"role": "user", "content": turn.user_text})
+    messages.append({"role": "user", "content": _user_content(turn)})
     return ConversationContext(messages, version, grounding, len(history) // 2)

@@ -191,10 +191,17 @@ class OfflineProvider(LLMProvider):
         yield Usage(0, 0)
 
 
+def _images_in(request: LLMRequest) -> int:
+    """How many image parts the user's message carries (channels that accept images add them)."""
+    content = request.messages[-1].get("content") if request.messages else None
+    return sum(1 for part in content if part.get("type") == "image_url") if isinstance(content, list) else 0
+
+
 def offline_answer(request: LLMRequest) -> str:
     from runtime.text import text_is_korean
 
     korean = text_is_korean(request.user_text)
+    images = _images_in(request)
     name = (request.profile or {}).get("name") or ""
     memories = [m.get("text", "") for m in request.memories if m.get("text")][:3]
     if korean:
@@ -205,6 +212,8 @@ def offline_answer(request: LLMRequest) -> str:
             lines.extend(f"- {m}" for m in memories)
         else:
             lines.append(f"'{_clip(request.user_text)}' 메시지를 잘 받았고, 대화는 저장되었어요.")
+        if images:
+            lines.append(f"첨부하신 이미지 {images}장은 볼 수 없어요: 오프라인 모드에서는 이미지를 확인할 수 없습니다.")
     else:
         lines = [f"Hello, {name}." if name else "Hello."]
         lines.append("No AI model is configured, so I am answering in offline mode.")
@@ -213,6 +222,8 @@ def offline_answer(request: LLMRequest) -> str:
             lines.extend(f"- {m}" for m in memories)
         else:
             lines.append(f"I received \"{_clip(request.user_text)}\" and saved the conversation.")
+        if images:
+            lines.append(f"I cannot see the {images} image(s) you attached: offline mode cannot look at images.")
     return "\n".join(lines)
 
 
