@@ -95,7 +95,7 @@
   }
   function renderMarkdown(el, text) {
     while (el.firstChild) el.removeChild(el.firstChild);
-    if (window.mejaiMarkdown) window.mejaiMarkdown.render(el, text);
+    if (window.mejaiMarkdown) el.appendChild(window.mejaiMarkdown.render(text));
     else el.textContent = text;
   }
   function turnOf(turnId) {
