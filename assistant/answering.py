@@ -14,16 +14,14 @@ import logging
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async  # closes its connection after: back to the pool
 from django.core.cache import cache
 
 from assistant import conf, protocol, services
 from assistant.connections import client_send
-from runtime import services as runtime_services
+from runtime import background
 
 logger = logging.getLogger(__name__)
-
-STOP_POLL_SECONDS = 0.1  # how soon a stop sent to another process is noticed
 
 _drivers: set[asyncio.Task] = set()  # strong references: a task only weakly held may be collected
 
@@ -31,21 +29,14 @@ _drivers: set[asyncio.Task] = set()  # strong references: a task only weakly hel
 # --- the runtime seam: the only place that knows how an answer runs and is cancelled ---------
 
 
-def _stop_key(turn_id) -> str:
-    return f"assistant:stop:{turn_id}"
-
-
 def answer_cancel(*, turn_id) -> None:
-    """Ask the answer of `turn_id` to stop, wherever it runs (a short-lived cache flag)."""
-    cache.set(_stop_key(turn_id), 1, timeout=300)
-
-
-def _answer_stop_requested(turn_id) -> bool:
-    return bool(cache.get(_stop_key(turn_id)))
+    """Stop the answer of `turn_id` wherever it runs (runtime.background.turn_cancel)."""
+    background.turn_cancel(turn_id=turn_id)
 
 
 def _answer_events(turn):
-    return runtime_services.turn_answer_stream(turn=turn)
+    """The turn's events from its background answer, which goes on if this driver is gone."""
+    return background.turn_answer_follow(turn_id=turn.id)
 
 
 # --- coalescing -------------------------------------------------------------------------------
@@ -143,11 +134,11 @@ async def _drive(*, client_pk: int, client_id: str, token: str) -> None:
     renew = asyncio.ensure_future(_lock_renew(client_id, token))
     try:
         while True:
-            entry = await sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
+            entry = await database_sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
             if entry is None:
                 await _lock_release(client_id, token)
                 # A chat stored after the look-up above, whose kick found our lock: take it back.
-                entry = await sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
+                entry = await database_sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
                 if entry is None or not await cache.aadd(_lock_key(client_id), token,
                                                          timeout=conf.driver_lock_seconds()):
                     return
@@ -205,7 +196,7 @@ async def turn_deliver(*, client_id: str, entry) -> None:
 
     try:
         while True:
-            waits = [STOP_POLL_SECONDS, max(0.0, heard + watchdog - time.monotonic())]
+            waits = [max(0.0, heard + watchdog - time.monotonic())]
             due = coalescer.due_in()
             if due is not None:
                 waits.append(due)
@@ -215,13 +206,9 @@ async def turn_deliver(*, client_id: str, entry) -> None:
                 item = None
             if item is None:
                 await coalescer.flush_if_due()
-                if await sync_to_async(_answer_stop_requested)(turn_id):
-                    await cancel_answer()
-                    await start_once()
-                    await coalescer.flush()
-                    await send(protocol.frame_end(turn_id=turn_id, stopped=True))
-                    return
                 if time.monotonic() - heard >= watchdog:
+                    # The model is silent: stop its answer (the partial text is kept) and say why.
+                    await database_sync_to_async(answer_cancel)(turn_id=turn_id)
                     await cancel_answer()
                     await start_once()
                     await coalescer.flush()

@@ -5,20 +5,11 @@ See docs/assistant.md (Limits) for what each one bounds.
 
 from __future__ import annotations
 
-import os
-
-from django.conf import settings
+from mejai.env import env_float
 
 
 def _number(name: str, default: float, *, minimum: float) -> float:
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "").strip()
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            value = default
-    return max(minimum, float(value))
+    return env_float(name, default, minimum=minimum)
 
 
 def max_frame_bytes() -> int:

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.core.cache import cache
 
+from mejai.concurrency import db_release
 from runtime import live
 from runtime.events import TurnEvent, event_error
 from runtime.models import Turn
@@ -131,6 +132,12 @@ async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -
             outcome = TurnOutcome(answer.turn_id, str(getattr(turn, "session_id", "") or "") or None, None,
                                   failed.data)
         finally:
+            # This answer's sync thread ends with the context: give its connection back to the pool
+            # first (a pooled connection never returned is lost, and ~20 answers exhaust the pool).
+            try:
+                await sync_to_async(db_release)()
+            except Exception:
+                logger.debug("runtime: releasing the answer's connection failed", exc_info=True)
             answer.emit(None)
             with _answers_lock:
                 if _answers.get(answer.turn_id) is answer:

@@ -160,14 +160,15 @@ async def test_stop_mid_stream_keeps_the_partial_and_the_queue_continues(member_
     await ws.send(chat_frame("길게 말해", id="long"))
     await ws.send(chat_frame("다음 질문", id="next"))
     await ws.until("response")
+    fake_llm.config.tokens_per_second = 0  # for the next request (the running stream keeps its pace)
+    fake_llm.config.reply = "다음 답"
     await other_tab.send({"type": "stop"})  # from the second tab
     end = await ws.until("end")
     assert end["stopped"] is True
     turn = await sync_to_async(Turn.objects.get)(pk=end["turn_id"])
     partial = text_of(ws.of_turn(end["turn_id"]))
-    assert turn.is_finished and partial and turn.reply_text.startswith(partial.strip()[:20])
-    fake_llm.config.tokens_per_second = 0
-    fake_llm.config.reply = "다음 답"
+    assert turn.status == Turn.Status.INTERRUPTED and turn.error_code == "stopped"
+    assert partial and turn.reply_text.startswith(partial.strip()[:20])
     following = await ws.until("end")
     assert following["turn_id"] != end["turn_id"] and text_of(ws.of_turn(following["turn_id"])) == "다음 답"
     await other_tab.send({"type": "stop"})
