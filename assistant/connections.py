@@ -17,8 +17,9 @@ from assistant import backlog
 
 logger = logging.getLogger(__name__)
 
-# This process's open assistant sockets, for the status figures.
+# This process's open assistant sockets, for the status figures, and per client_id.
 sockets_open: Counter = Counter()
+_client_sockets: Counter = Counter()
 
 
 def client_group(client_id: str) -> str:
@@ -30,17 +31,25 @@ def org_group(organization_id: int) -> str:
 
 
 async def client_register(*, channel_name: str, client_id: str, organization_id: int) -> None:
+    server_loop_note()
     layer = get_channel_layer()
     await layer.group_add(client_group(client_id), channel_name)
     await layer.group_add(org_group(organization_id), channel_name)
     sockets_open["sockets"] += 1
+    _client_sockets[client_id] += 1
 
 
-async def client_unregister(*, channel_name: str, client_id: str, organization_id: int) -> None:
+async def client_unregister(*, channel_name: str, client_id: str, organization_id: int) -> bool:
+    """Leave the groups; True when that was this process's last socket of the client."""
     layer = get_channel_layer()
     sockets_open["sockets"] -= 1
+    _client_sockets[client_id] -= 1
+    last = _client_sockets[client_id] <= 0
+    if last:
+        del _client_sockets[client_id]
     await layer.group_discard(client_group(client_id), channel_name)
     await layer.group_discard(org_group(organization_id), channel_name)
+    return last
 
 
 async def client_send(*, client_id: str, frame: dict) -> dict:
@@ -58,7 +67,36 @@ async def client_send(*, client_id: str, frame: dict) -> dict:
 
 
 def client_send_sync(*, client_id: str, frame: dict) -> dict:
-    return async_to_sync(client_send)(client_id=client_id, frame=frame)
+    return run_on_server_loop(client_send(client_id=client_id, frame=frame))
+
+
+# The web server's event loop, noted by the first socket: without Redis the in-memory channel layer
+# belongs to that loop, so jobs on other threads hand their sends to it.
+_server_loop = None
+
+
+def server_loop_note() -> None:
+    global _server_loop
+    import asyncio
+
+    _server_loop = asyncio.get_running_loop()
+
+
+def run_on_server_loop(coroutine):
+    """Run `coroutine` from sync code: on the web server's loop when the layer is in memory and
+    that loop runs elsewhere; else on a loop of this thread (Redis is safe from any loop)."""
+    import asyncio
+
+    from django.conf import settings
+
+    loop = _server_loop
+    if not settings.REDIS_URL and loop is not None and loop.is_running() and not loop.is_closed():
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+    async def run():
+        return await coroutine
+
+    return async_to_sync(run)()
 
 
 async def org_broadcast(*, organization_id: int, frame: dict) -> None:

@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from assistant import answering, backlog, conf, connections, protocol, services
+from assistant import answering, backlog, conf, connections, protocol, reports, services
 from assistant.resume import resume_frames
 from mejai.errors import ApiError
 
@@ -80,8 +80,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.auth_deadline.cancel()
         if self.registered:
             self.registered = False
-            await connections.client_unregister(channel_name=self.channel_name, client_id=self.client_id,
-                                                 organization_id=self.caller.organization.pk)
+            last_here = await connections.client_unregister(
+                channel_name=self.channel_name, client_id=self.client_id, organization_id=self.caller.organization.pk)
+            if last_here:
+                await database_sync_to_async(reports.client_gone)(client_id=self.client_id)
 
     # --- frames in ---------------------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if kind == "ping":
                 await self.send_local({"type": "pong"})
+                if self.caller is not None and await database_sync_to_async(reports.client_seen)(
+                        client_id=self.client_id):
+                    await reports.reports_deliver(client_id=self.client_id)
             elif kind == "auth":
                 await self.auth_frame(content)
             elif kind not in protocol.CLIENT_TYPES:
@@ -172,6 +177,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                "user": caller.label, "projects": projects})
         if last_seq is not None:
             await self.resume_from(last_seq)
+        else:
+            await self.reports_pending()
         # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
         await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
 
@@ -240,3 +247,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for frame in frames:
             await self.send_json(frame)
             self.delivered = max(self.delivered, frame["seq"])
+        await self.reports_pending()
+
+    async def reports_pending(self) -> None:
+        """Reports that waited for this client go out now (into its stream: every tab gets them once)."""
+        await database_sync_to_async(reports.client_seen)(client_id=self.client_id)
+        await reports.reports_deliver(client_id=self.client_id)

@@ -1,6 +1,8 @@
-"""Realtime assistant: who owns a client_id, and the order of its turns."""
+"""Realtime assistant: who owns a client_id, the order of its turns, images, delegated tasks, reports."""
 
 from __future__ import annotations
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -54,3 +56,57 @@ class TurnImage(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.position} of {self.turn_id}"
+
+
+class DelegatedTask(models.Model):
+    """A longer job an agent was asked to do (`/task <지시>`): its own turn, run by a Celery job."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        COMPLETED = "completed", "completed"
+        FAILED = "failed", "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(AssistantClient, on_delete=models.CASCADE, related_name="tasks")
+    agent = models.ForeignKey("runtime.Agent", on_delete=models.CASCADE, related_name="+")
+    instruction = models.TextField()
+    source_turn = models.ForeignKey("runtime.Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    result_turn = models.ForeignKey("runtime.Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"task {str(self.id)[:8]} ({self.status})"
+
+
+class Report(models.Model):
+    """An `auto_report` for a client: from a delegated task or an external system; delivered once."""
+
+    organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(AssistantClient, null=True, blank=True, on_delete=models.CASCADE, related_name="reports")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="+", help_text="For a user: the first of their clients to connect gets it.")
+    task = models.ForeignKey(DelegatedTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="reports")
+    external_task_id = models.CharField(max_length=100, blank=True)
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"report {self.pk} ({'delivered' if self.delivered_at else 'pending'})"
+
+    @property
+    def reported_task_id(self) -> str | None:
+        """The `task_id` of its frame: the delegated task's, or the external system's own."""
+        return str(self.task_id) if self.task_id else (self.external_task_id or None)

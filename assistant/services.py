@@ -147,7 +147,8 @@ def chat_accept(*, caller: Caller, client: AssistantClient, content: dict) -> Ch
         # The client row lock orders this client's chats across processes: queue order = turn order.
         AssistantClient.objects.select_for_update(of=("self",)).get(pk=client.pk)
         session = (Session.objects.filter(organization=caller.organization, agent=agent, channel=Channel.ASSISTANT,
-                                          metadata__client_id=client.client_id).order_by("created_at").first())
+                                          metadata__client_id=client.client_id)
+                   .exclude(metadata__has_key="delegated_task").order_by("created_at").first())
         if session is None:
             session = session_create(organization=caller.organization, agent=agent, channel=Channel.ASSISTANT,
                                      end_user=caller.end_user,

@@ -1,0 +1,88 @@
+"""Delegated tasks: `/task <지시>` hands a longer job to a Celery job that answers it as its own turn
+and reports back with an `auto_report` (task_id = the DelegatedTask's id). Visible in admin."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from assistant.models import AssistantClient, DelegatedTask
+from assistant.reports import report_create
+from runtime.commands import CommandContext, CommandReply, command_register, session_language
+from runtime.models import Channel, Turn
+
+logger = logging.getLogger(__name__)
+
+TASK_SECONDS = 600
+
+
+def delegated_task_create(*, client: AssistantClient, agent, instruction: str, source_turn=None) -> DelegatedTask:
+    from assistant.tasks import delegated_task_run_task
+
+    task = DelegatedTask.objects.create(organization=client.organization, client=client, agent=agent,
+                                        instruction=instruction, source_turn=source_turn)
+    transaction.on_commit(lambda: delegated_task_run_task.delay(str(task.pk)))
+    return task
+
+
+def delegated_task_run(*, task_id: str) -> str:
+    """Answer the task's instruction as a turn of its own session, then report the result."""
+    from runtime.background import turn_answer_background
+    from runtime.services import turn_start
+
+    claimed = DelegatedTask.objects.filter(pk=task_id, status=DelegatedTask.Status.QUEUED).update(
+        status=DelegatedTask.Status.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return "skipped"  # a redelivered job whose task already ran
+    task = DelegatedTask.objects.select_related("client", "agent", "organization", "client__user").get(pk=task_id)
+    try:
+        # The task's turn is the person's, in a session of its own (the report tells them about it).
+        source = Turn.objects.select_related("session__end_user").filter(pk=task.source_turn_id).first()
+        turn, _ = turn_start(
+            organization=task.organization, agent=task.agent, channel=Channel.ASSISTANT, text=task.instruction,
+            end_user=source.session.end_user if source else None,
+            client_message_id=f"task-{task.pk}", idempotency_scope="delegated",
+            session_metadata={"client_id": task.client.client_id, "delegated_task": str(task.pk)},
+        )
+        DelegatedTask.objects.filter(pk=task.pk).update(result_turn=turn)
+        outcome = turn_answer_background(turn_id=turn.pk).result(timeout=TASK_SECONDS)
+    except Exception as exc:
+        logger.exception("assistant: delegated task %s failed", task.pk)
+        outcome = None
+        error = f"{type(exc).__name__}"
+    else:
+        error = "" if outcome.ok else (outcome.error or {}).get("code", "failed")
+    ok = outcome is not None and outcome.ok
+    DelegatedTask.objects.filter(pk=task.pk).update(
+        status=DelegatedTask.Status.COMPLETED if ok else DelegatedTask.Status.FAILED, error=error,
+        finished_at=timezone.now())
+    korean = session_language(None, task.instruction) != "en"
+    if ok:
+        content = outcome.payload["message"]
+    else:
+        content = ("요청하신 작업을 끝내지 못했어요." if korean else "The task could not be finished.") + f" ({error})"
+    heading = ("작업 완료: " if ok else "작업 실패: ") if korean else ("Task done: " if ok else "Task failed: ")
+    report_create(organization=task.organization, client=task.client, task=task,
+                  content=f"**{heading}{task.instruction[:80]}**\n\n{content}")
+    return task.status
+
+
+def _task_command(ctx: CommandContext) -> CommandReply:
+    korean = session_language(ctx.session, ctx.text) != "en"
+    if not ctx.args:
+        return CommandReply("사용법: /task <지시>" if korean else "Usage: /task <instruction>")
+    client_id = (ctx.session.metadata or {}).get("client_id")
+    client = AssistantClient.objects.filter(client_id=client_id, organization=ctx.organization).first()
+    if client is None:
+        return CommandReply("이 대화에서는 작업을 맡길 수 없어요." if korean else "Tasks cannot be delegated here.")
+    task = delegated_task_create(client=client, agent=ctx.session.agent, instruction=ctx.args, source_turn=ctx.turn)
+    short = str(task.pk)[:8]
+    return CommandReply(f"작업을 맡겼어요 (작업 {short}). 끝나면 보고드릴게요." if korean
+                        else f"Task delegated (task {short}). I will report back when it is done.")
+
+
+def commands_register() -> None:
+    command_register("task", handler=_task_command, aliases=("작업",), channels=frozenset({Channel.ASSISTANT}),
+                     help_ko="긴 작업을 맡기고 끝나면 보고받기", help_en="delegate a longer job and get a report")
