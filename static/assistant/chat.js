@@ -274,6 +274,8 @@
     if (socket && socket.readyState === 1) { socket.send(JSON.stringify(frame)); return true; }
     return false;
   }
+  // A ping every 25 s keeps proxies from closing a quiet socket and collects waiting reports.
+  setInterval(function () { send({ type: "ping" }); }, 25000);
   window.addEventListener("online", connect);
   window.addEventListener("offline", function () { setState("offline"); if (socket) socket.close(); });
 
