@@ -134,6 +134,9 @@ if REDIS_URL:
                     "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30, minimum=10),
                     "socket_connect_timeout": env_float("CHANNEL_LAYER_CONNECT_TIMEOUT", 5, minimum=0.1),
                     "health_check_interval": 30,
+                    # redis-py 8's asyncio pool holds at most 100 connections and fails at once beyond
+                    # (MaxConnectionsError, closing sockets 1011): 100 answers publishing together reach it.
+                    "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000, minimum=10),
                 }],
                 "prefix": env_str("CHANNEL_PREFIX", "mejai"),
                 # Many sessions stream through one process; the default of 100 queued messages per channel is low.
