@@ -22,6 +22,7 @@ from mejai.errors import ApiError
 logger = logging.getLogger(__name__)
 
 CLOSE_AUTH_TIMEOUT = 4401
+HOLD_SECONDS = 1.0  # how long live frames wait for a `resume` right after `ready`
 CLOSE_FORBIDDEN = 4403
 
 
@@ -61,6 +62,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.registered = False
         self.delivered = 0  # the highest stream seq sent on this socket
         self.auth_deadline = None
+        self.holding: list[dict] | None = None
+        self.hold_timer = None
         await self.accept()
         try:
             services.client_id_validate(self.client_id)
@@ -78,6 +81,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self.auth_deadline is not None:
             self.auth_deadline.cancel()
+        self.stop_holding()
         if self.registered:
             self.registered = False
             last_here = await connections.client_unregister(
@@ -107,6 +111,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         kind = content["type"]
+        if self.holding is not None:
+            if kind == "resume":
+                self.stop_holding()  # the resume sends what was held, from the backlog
+            else:
+                await self.release_held()
         try:
             if kind == "ping":
                 await self.send_local({"type": "pong"})
@@ -178,6 +187,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if last_seq is not None:
             await self.resume_from(last_seq)
         else:
+            # Until the client's next frame, live frames wait here: if it is a `resume`, the resume
+            # sends them in order (from the backlog); otherwise they go out first (or after HOLD_SECONDS).
+            self.holding = []
+            self.hold_timer = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, lambda: asyncio.ensure_future(self.release_held()))
             await self.reports_pending()
         # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
         await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
@@ -207,7 +221,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- delivery in seq order ---------------------------------------------------------------
 
+    def stop_holding(self) -> None:
+        if self.hold_timer is not None:
+            self.hold_timer.cancel()
+            self.hold_timer = None
+        self.holding = None
+
+    async def release_held(self) -> None:
+        held = self.holding or []
+        self.stop_holding()
+        for frame in held:
+            await self.deliver(frame)
+
     async def deliver(self, frame: dict) -> None:
+        if self.holding is not None:
+            self.holding.append(frame)
+            return
         seq = int(frame.get("seq") or 0)
         if seq <= self.delivered:
             return  # already sent on this socket
