@@ -109,6 +109,18 @@ def idempotency_key_make(*, organization_id: int, channel: str, scope: str, clie
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _idempotent_replay(existing: Turn, session: Session | None) -> Turn:
+    """The stored turn of a retried message; 409 when it belongs to another conversation than the one named."""
+    if session is not None and existing.session_id != session.pk:
+        raise ApiError(
+            "idempotency_conflict",
+            "이 client_message_id는 다른 대화의 메시지에 이미 쓰였습니다. "
+            "(This client_message_id was already used for a message of another conversation.)",
+            409, field="client_message_id",
+        )
+    return existing
+
+
 def session_create(
     *, organization: Organization, agent: Agent, channel: str, end_user=None, metadata: dict | None = None
 ) -> Session:
@@ -138,15 +150,23 @@ def turn_start(
     cmid = (client_message_id or "").strip()
     if len(cmid) > 128:
         raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
-    key = (
-        idempotency_key_make(organization_id=organization.pk, channel=channel, scope=idempotency_scope, client_message_id=cmid)
-        if cmid
-        else None
-    )
-    if key:
-        existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
-        if existing:
-            return existing, False
+    key = None
+    if cmid:
+        # A message of a named session is keyed by that session, so another conversation reusing the
+        # id gets a turn of its own; a first message (no session yet) by the channel principal. A
+        # retry of a first message that now names its session is found by the principal key.
+        principal_key = idempotency_key_make(organization_id=organization.pk, channel=channel,
+                                             scope=idempotency_scope, client_message_id=cmid)
+        keys = [principal_key]
+        if session is not None:
+            keys.insert(0, idempotency_key_make(organization_id=organization.pk, channel=channel,
+                                                scope=f"{idempotency_scope}|session:{session.pk}",
+                                                client_message_id=cmid))
+        key = keys[0]
+        for candidate in keys:
+            existing = Turn.objects.select_related("session").filter(idempotency_key=candidate).first()
+            if existing:
+                return _idempotent_replay(existing, session), False
     try:
         with transaction.atomic():
             if session is None:
@@ -173,7 +193,7 @@ def turn_start(
         if key:
             existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
             if existing:
-                return existing, False
+                return _idempotent_replay(existing, session), False
         raise
     # The stored rows are in memory: attach the organization and agent instead of reading them back.
     if locked.organization_id != organization.pk or locked.agent_id != agent.pk:
