@@ -247,6 +247,15 @@ LOGIN_URL = "/admin/login/"
 
 # --- Security (production) ----------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+# Reverse proxies trusted for X-Forwarded-For (mejai/proxy.py): empty = none, a count ("1"), or CIDRs.
+# The server never trusts the header by itself (daphne runs without --proxy-headers).
+TRUSTED_PROXIES = os.environ.get("TRUSTED_PROXIES", "").strip() or ("1" if env_bool("WIDGET_TRUST_X_FORWARDED_FOR") else "")
+try:
+    from mejai.proxy import trusted_proxies_parse
+
+    trusted_proxies_parse(TRUSTED_PROXIES)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from exc
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

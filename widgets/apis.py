@@ -30,7 +30,7 @@ from runtime.apis import (
 from runtime.events import SSE_KEEPALIVE, sse_encode
 from runtime.sse import with_keepalive
 from widgets import conf, services
-from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit
+from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit, widget_caps
 from widgets.tokens import bearer_token, stream_ticket_issue, stream_ticket_redeem
 
 CORS_MAX_AGE = 600
@@ -185,7 +185,7 @@ class WidgetInitApi(WidgetApiMixin, AsyncAPIView):
                 page_url=data.get("page_url"), own_origins=own,
             )
             self.cors_allow(request, check.origin)
-            rate_limit_hit(name="INIT_IP", key=f"{client_ip(meta)}|{widget.pk}")
+            rate_limits_hit(("INIT_IP", f"{client_ip(meta)}|{widget.pk}"), ("INIT_WIDGET", str(widget.pk)))
             result = services.widget_init(
                 widget=widget, check=check, visitor=dict(data.get("visitor") or {}),
                 referrer=data.get("referrer") or "", locale=data.get("locale") or "", session_id=data.get("session_id"),
@@ -230,7 +230,8 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             rate_limits_hit(("CHAT_IP", f"{client_ip(meta)}|{caller.widget.pk}"),
-                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
+                            *widget_caps(caller.widget.pk))
             turn, created = services.widget_chat_start(
                 caller=caller, text=data["message"], session_id=data.get("session_id"),
                 client_message_id=data.get("client_message_id") or "", context=data.get("context"),

@@ -21,7 +21,7 @@ from django.utils import timezone
 from mejai.errors import ApiError
 from runtime import services as runtime_services
 from widgets import services
-from widgets.ratelimit import rate_limits_hit
+from widgets.ratelimit import rate_limits_hit, widget_caps
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
     # --- messages ----------------------------------------------------------------------------
 
     def _client_ip(self) -> str:
-        client = self.scope.get("client") or ("unknown", 0)
-        return str(client[0])
+        from mejai.proxy import client_ip_of_scope
+
+        return client_ip_of_scope(self.scope)
 
     async def user_message(self, content: dict):
         if self.caller is None:
@@ -159,7 +160,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
         def start():
             rate_limits_hit(("CHAT_IP", f"{ip}|{caller.widget.pk}"),
-                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
+                            *widget_caps(caller.widget.pk))
             return services.widget_chat_start(caller=caller, text=content.get("message"), session_id=self.session_id,
                                               client_message_id=cmid or "", context=context if isinstance(context, dict) else None)
 
