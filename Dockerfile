@@ -24,4 +24,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
 # Web (HTTP + WebSocket + SSE). Workers override the command in docker-compose.yml.
 # No --proxy-headers: daphne would take the leftmost (client-written) X-Forwarded-For value as the
 # client address. The app resolves it by TRUSTED_PROXIES (mejai/proxy.py).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "mejai.asgi:application"]
+# mejai.server is daphne with request bodies bounded at the socket and a masked access log.
+CMD ["python", "-m", "mejai.server", "-b", "0.0.0.0", "-p", "8000", "mejai.asgi:application"]

@@ -194,6 +194,9 @@ RUNTIME_SSE_KEEPALIVE_SECONDS = float(os.environ.get("RUNTIME_SSE_KEEPALIVE_SECO
 RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180)
 RUNTIME_ORDER_WAIT_SECONDS = env_int("RUNTIME_ORDER_WAIT_SECONDS", 120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUNTIME_MAX_BODY_BYTES
+# Every request body, on every route: the ASGI guard (mejai/asgi_guards.py) and the server
+# (mejai/server.py) stop reading past it; the reverse proxy (deploy/nginx.conf) refuses it first.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", RUNTIME_MAX_BODY_BYTES)
 
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -267,7 +270,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Emails, phone numbers and card-like numbers are masked in every log line (endusers/logging.py).
-    "filters": {"pii": {"()": "endusers.logging.PiiMaskingFilter"}},
+    "filters": {
+        "pii": {"()": "endusers.logging.PiiMaskingFilter"},
+        "client_error": {"()": "mejai.log.ClientErrorAsWarning"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["pii"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -275,5 +281,9 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Bodies over the limit and forms with too many fields are the client's fault: one warning line.
+        "django.security.RequestDataTooBig": {"filters": ["client_error"]},
+        "django.security.TooManyFieldsSent": {"filters": ["client_error"]},
+        "django.security.TooManyFilesSent": {"filters": ["client_error"]},
     },
 }
