@@ -65,7 +65,9 @@ OUTPUT_TOOLS = [
                         "items": {
                             "type": "object",
                             "properties": {
-                                "name": {"type": "string", "description": "e.g. name, email, phone, order_id"},
+                                "name": {"type": "string",
+                                         "description": "one of name, email, phone, order_id (or the "
+                                                        "operator's own); never passwords or card numbers"},
                                 "label": {"type": "string"},
                                 "type": {"type": "string", "enum": ["string", "email", "phone"]},
                                 "required": {"type": "boolean"},
@@ -243,14 +245,23 @@ def _quick_replies_from(values) -> list[dict]:
     return replies[:MAX_QUICK_REPLIES]
 
 
-def _response_schema_from(arguments: dict) -> dict | None:
-    """Turn the model's request_user_info call into a JSON Schema the channels can render."""
+def _response_schema_from(arguments: dict, *, extra_fields=()) -> dict | None:
+    """Turn the model's request_user_info call into a JSON Schema the channels can render.
+
+    Only allow-listed fields (runtime/forms.py: standard ones + the agent's extra_form_fields) are
+    kept; a secret-like field (password, card number…) is dropped whoever asked for it.
+    """
+    from runtime.forms import form_field_allowed
+
     properties, required = {}, []
     for item in arguments.get("fields") or []:
         if not isinstance(item, dict):
             continue
         name = str(item.get("name", "")).strip().lower()
         if not _FIELD_NAME.match(name) or name in properties:
+            continue
+        if not form_field_allowed(name, str(item.get("label") or ""), extra=extra_fields):
+            logger.warning("request_user_info: field %r refused (not allowed or secret-like)", name[:32])
             continue
         kind = item.get("type") if item.get("type") in ("string", "email", "phone") else None
         kind = kind or ("email" if name == "email" else "phone" if name == "phone" else "string")
@@ -533,7 +544,7 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         if call.name == "suggest_quick_replies":
             quick_replies = _quick_replies_from(call.arguments.get("replies"))
         elif call.name == "request_user_info":
-            response_schema = _response_schema_from(call.arguments)
+            response_schema = _response_schema_from(call.arguments, extra_fields=session.agent.extra_form_fields)
     message = "".join(parts).strip()
     if not message and response_schema:
         message = response_schema.get("title") or "아래 정보를 입력해 주세요. (Please fill in the form below.)"

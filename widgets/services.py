@@ -1066,7 +1066,10 @@ MAX_EVENT_PAYLOAD_BYTES = 8 * 1024
 FORM_CLAIM_KINDS = ("email", "phone")
 
 
-def _form_values_clean(payload: dict) -> dict[str, str]:
+def _form_values_clean(payload: dict, *, extra_fields=()) -> dict[str, str]:
+    """The submitted values of allow-listed fields (runtime/forms.py); anything else is dropped unread."""
+    from runtime.forms import form_field_allowed
+
     values = payload.get("values")
     if values is None:
         return {}
@@ -1076,12 +1079,26 @@ def _form_values_clean(payload: dict) -> dict[str, str]:
     for key, value in list(values.items())[:20]:
         if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", key):
             raise ApiError("invalid", "Form field names are lower-case letters, digits and _.", 400, field="payload.values")
-        if value is None:
-            continue
+        if value is None or not form_field_allowed(key, extra=extra_fields):
+            continue  # a secret-like or unknown field: never stored
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ApiError("invalid", f"payload.values.{key} must be text.", 400, field=f"payload.values.{key}")
         cleaned[key] = str(value).strip()[:500]
     return cleaned
+
+
+def _form_values_stored(values: dict[str, str]) -> dict[str, str]:
+    """What F_widget_events keeps of a form: masked (the person's own data lives on their end user)."""
+    from endusers.privacy import mask_identity, mask_text
+
+    def masked(key: str, value: str) -> str:
+        if key in ("email", "phone"):
+            return mask_identity(kind=key, value=value)
+        if key == "name":
+            return value[:1] + "*" * (len(value) - 1)
+        return mask_text(value)
+
+    return {key: masked(key, value) for key, value in values.items()}
 
 
 def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, payload=None) -> WidgetEvent:
@@ -1108,8 +1125,10 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     if event_type == "page_view" and session is not None:
         _session_page_set(session=session, caller=caller, url=payload.get("url"))
     if event_type == "form_submit":
-        values = _form_values_clean(payload)
-        payload = {**payload, "values": values}
+        agent = session.agent if session is not None else caller.widget.agent
+        values = _form_values_clean(payload, extra_fields=agent.extra_form_fields)
+        payload = {key: value for key, value in payload.items() if key == "turn_id" and isinstance(value, str)}
+        payload["values"] = _form_values_stored(values)
         end_user = session.end_user if session is not None else None
         if end_user is not None:
             _form_claims_record(end_user=end_user, values=values)
