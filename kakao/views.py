@@ -21,8 +21,10 @@ def _json(body: dict, status: int = 200) -> JsonResponse:
 
 
 def _authenticated_request(request, *, require_utterance: bool = True):
-    """Secret → body → JSON → fields → bot id, each failure an ApiError (sync: runs off the event loop)."""
-    bot = services.bot_authenticate(headers=request.headers)
+    """Body → JSON → fields → that bot's secret, each failure an ApiError (sync: runs off the event loop).
+
+    The bot is selected by the body's bot.id before any secret is compared (bot_authenticate).
+    """
     length = request.META.get("CONTENT_LENGTH") or ""
     content_type = request.META.get("CONTENT_TYPE", "")
     limit = conf.max_body_bytes()
@@ -34,7 +36,7 @@ def _authenticated_request(request, *, require_utterance: bool = True):
         raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413) from None
     data = body_decode(body=raw, content_type=content_type)
     skill = skill_request_parse(data, require_utterance=require_utterance)
-    services.bot_check_id(bot=bot, skill=skill)
+    bot = services.bot_authenticate(headers=request.headers, bot_id=skill.bot_id)
     return bot, skill
 
 
