@@ -12,6 +12,7 @@ from kakao import conf, services
 from kakao.parsing import body_decode, skill_request_parse
 from kakao.responses import response_build
 from mejai.errors import ApiError
+from runtime.http import body_read
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +26,8 @@ def _authenticated_request(request, *, require_utterance: bool = True):
 
     The bot is selected by the body's bot.id before any secret is compared (bot_authenticate).
     """
-    length = request.META.get("CONTENT_LENGTH") or ""
-    content_type = request.META.get("CONTENT_TYPE", "")
-    limit = conf.max_body_bytes()
-    if length.isdigit() and int(length) > limit:
-        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
-    try:
-        raw = request.body
-    except Exception:  # RequestDataTooBig and friends
-        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413) from None
-    data = body_decode(body=raw, content_type=content_type)
+    raw = body_read(request, limit=conf.max_body_bytes())
+    data = body_decode(body=raw, content_type=request.META.get("CONTENT_TYPE", ""))
     skill = skill_request_parse(data, require_utterance=require_utterance)
     bot = services.bot_authenticate(headers=request.headers, bot_id=skill.bot_id)
     return bot, skill
