@@ -83,6 +83,11 @@ def client_ip(meta: dict) -> str:
     return client_address(peer=meta.get("REMOTE_ADDR") or "", forwarded_for=meta.get("HTTP_X_FORWARDED_FOR", ""))
 
 
+def client_ip_of_request(request) -> str:
+    """The client's address of a request (django-axes' AXES_CLIENT_IP_CALLABLE); DRF requests too."""
+    return client_ip(getattr(request, "META", {}) or {})
+
+
 def client_ip_of_scope(scope: dict) -> str:
     """The client's address of an ASGI connection (WebSocket consumers)."""
     client = scope.get("client") or ("unknown", 0)

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, pinned (no CDN)
+    "axes",  # failed-login lockout for the admin and /api/auth/token
     "channels",
     "runtime",
     "endusers",
@@ -67,8 +69,27 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
     "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
+
+# --- Logins: standard password rules; lockout after repeated failures (django-axes) -----------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+# One address trying many accounts, and one account tried from one address, are both locked out.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mejai.proxy.client_ip_of_request"  # the trusted-proxy rule, not a raw header
+AXES_LOCKOUT_CALLABLE = "mejai.lockout.lockout_response"
+AXES_ENABLE_ADMIN = False  # runtime/admin.py registers the attempt logs for superusers only
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "mejai.urls"
 WSGI_APPLICATION = "mejai.wsgi.application"
@@ -223,6 +244,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-channel AI chat platform: runtime, end users, widgets, channels.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar (pinned in requirements.txt), served as our own
+    # static files: /api/docs/ works offline and loads no third-party script on the admin's origin.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "IdentityKindEnum": "endusers.models.Identity.Kind",
@@ -263,6 +289,15 @@ except ValueError as exc:
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS only (production behind TLS): redirect plain HTTP and send HSTS. Off by default so the
+# embedded default runs on http://localhost; `manage.py check --deploy` is clean with them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # the container's own health checks speak plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Messages (e.g. a new API key shown once) live in the server-side session, never in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Logging -----------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

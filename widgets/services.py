@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+import idna
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -97,8 +98,10 @@ def host_normalize(host: str) -> str:
     if _IPV6.match(host):
         return host
     try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+        # UTS-46 non-transitional, as browsers do: "faß.de" is its own domain, not "fass.de"
+        # (Python's "idna" codec is IDNA 2003 and folds ß to ss).
+        host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (UnicodeError, idna.IDNAError) as exc:
         raise PatternError(f"invalid host: {host!r}") from exc
     labels = host.split(".")
     if not all(_LABEL.match(label) for label in labels):
