@@ -386,8 +386,41 @@ def widget_create(
     return widget
 
 
+def widget_token_current(*, widget: ChatWidget, claims) -> bool:
+    """Was the token issued under the widget's current public key? A rotation cuts its tokens off at once."""
+    from widgets.tokens import public_key_fingerprint
+
+    return hmac.compare_digest(claims.key_fingerprint, public_key_fingerprint(widget.public_key))
+
+
+def widget_revocation_group(widget_id: int) -> str:
+    """The channel-layer group of a widget's open sockets: told when it is deactivated or its key rotates."""
+    return f"widget-{int(widget_id)}-changes"
+
+
+def widget_changed_notify(*, widget: ChatWidget) -> None:
+    """Tell the widget's open sockets its state (after commit); they close if it no longer admits them."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from widgets.tokens import public_key_fingerprint
+
+    message = {"type": "widget.changed", "widget_id": widget.pk, "is_active": bool(widget.is_active),
+               "key": public_key_fingerprint(widget.public_key)}
+
+    def send():
+        layer = get_channel_layer()
+        if layer is not None:
+            try:
+                async_to_sync(layer.group_send)(widget_revocation_group(widget.pk), message)
+            except Exception:  # the sockets re-check on their own; a layer hiccup must not fail the save
+                logger.warning("widget %s: could not notify open sockets", widget.pk, exc_info=True)
+
+    transaction.on_commit(send)
+
+
 def widget_public_key_rotate(*, widget: ChatWidget) -> ChatWidget:
-    """A new public key: the old snippet stops working at once (its tokens expire within their TTL)."""
+    """A new public key: the old snippet stops working, and tokens issued under the old key at once."""
     widget.public_key = public_key_generate()
     widget.key_rotated_at = timezone.now()
     widget.save(update_fields=["public_key", "key_rotated_at", "updated_at"])
@@ -670,7 +703,7 @@ def widget_caller_load(*, raw_token: str, public_key: str | None = None) -> Widg
         .filter(pk=claims.widget_id, organization_id=claims.org_id, is_active=True)
         .first()
     )
-    if widget is None:
+    if widget is None or not widget_token_current(widget=widget, claims=claims):
         raise ApiError(*WIDGET_NOT_FOUND)
     if public_key and public_key != widget.public_key:
         raise ApiError(
