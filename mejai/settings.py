@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "mejai.middleware.JsonDepthLimit",
     "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
 

@@ -108,9 +108,14 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if len(text_data) > settings.RUNTIME_MAX_BODY_BYTES:
             await self.send_error("payload_too_large", "The frame is too large.")
             return
+        from mejai.middleware import JSON_MAX_DEPTH, json_too_deep
+
+        if json_too_deep(text_data.encode("utf-8", "surrogatepass")):
+            await self.send_error("json_too_deep", f"JSON may nest at most {JSON_MAX_DEPTH} levels.")
+            return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_error("malformed_json", "The frame is not valid JSON.")
             return
         if not isinstance(content, dict):
