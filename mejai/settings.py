@@ -74,6 +74,11 @@ MIDDLEWARE = [
     "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
 
+# --- /readyz: anyone gets ready/unavailable; the checks' detail needs the token or an internal address.
+READYZ_TOKEN = env_str("READYZ_TOKEN", "")
+READYZ_DETAIL_NETWORKS = env_list("READYZ_DETAIL_NETWORKS", ("127.0.0.0/8", "::1/128"))
+READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", 2.0, minimum=0)
+
 # --- Logins: standard password rules; lockout after repeated failures (django-axes) -----------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
