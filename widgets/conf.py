@@ -55,3 +55,16 @@ def rate_limit(name: str) -> tuple[int, int]:
     }
     count, window = defaults[name]
     return _int(f"WIDGET_RATE_{name}", count), _int(f"WIDGET_RATE_{name}_WINDOW", window)
+
+
+# Open streams (SSE + WebSocket) at once, per web process; 0 disables a cap.
+def streams_per_visitor() -> int:
+    return _int("WIDGET_STREAMS_PER_VISITOR", 10, minimum=0)
+
+
+def streams_per_ip() -> int:
+    return _int("WIDGET_STREAMS_PER_IP", 50, minimum=0)
+
+
+def streams_per_widget() -> int:
+    return _int("WIDGET_STREAMS_PER_WIDGET", 2000, minimum=0)

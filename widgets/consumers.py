@@ -23,6 +23,7 @@ from runtime import background, live
 from runtime.events import live_envelope_event
 from widgets import services
 from widgets.ratelimit import rate_limits_hit, widget_caps
+from widgets.streams import stream_keys, stream_slot_give_back, stream_slot_take
 from widgets.tokens import TOKEN_EXPIRED_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.group = None
         self.widget_group = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.stream_slots: list[str] = []
         self.answers: set[asyncio.Task] = set()
         await self.accept()
 
@@ -67,6 +69,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             task.cancel()  # stops following; the answer itself finishes and is replayed on reconnect
         if self.expiry is not None:
             self.expiry.cancel()
+        stream_slot_give_back(self.stream_slots)
+        self.stream_slots = []
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.widget_group:
@@ -175,6 +179,11 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_ORIGIN_NOT_ALLOWED)
             return
         session = await database_sync_to_async(services.widget_session_get)(caller=caller, session_id=content.get("session_id"))
+        keys = stream_keys(widget_id=caller.widget.pk, principal=caller.claims.principal, ip=self._client_ip())
+        if [key for key, _ in keys] != self.stream_slots:  # a re-join as someone else moves the slots
+            taken = stream_slot_take(keys)  # 429 too_many_streams
+            stream_slot_give_back(self.stream_slots)
+            self.stream_slots = taken
         group = live.session_group(session.pk)
         if self.group and self.group != group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
