@@ -222,8 +222,11 @@ def grounding_for(*, end_user: EndUser, organization, query: str):
     if query:
         hits = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
                            limit=GROUNDING_MEMORIES)
+        # Internal org-wide knowledge (discount codes, staff notes) reaches only the organization's own
+        # staff (an `account` identity, the assistant channel); customers get the public memories.
+        staff = Identity.objects.filter(end_user=end_user, kind="account", verified=True).exists()
         hits += memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
-                            limit=GROUNDING_MEMORIES)
+                            limit=GROUNDING_MEMORIES, public_only=not staff)
         hits.sort(key=lambda h: -h.score)
         memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(hits[:GROUNDING_MEMORIES])]
     return Grounding(profile=profile, memories=memories)

@@ -258,9 +258,12 @@ def memory_text_validate(text) -> str:
 
 def memory_add(
     *, text: str, end_user: EndUser | None = None, organization=None, kind: str = Memory.Kind.FACT,
-    source: str = Memory.Source.COMMAND, turn=None, key: str = "", actor: str = "",
+    source: str = Memory.Source.COMMAND, turn=None, key: str = "", actor: str = "", is_public: bool = False,
 ) -> Memory:
-    """Remember a fact about an end user, or an org-wide one (end_user=None, organization given)."""
+    """Remember a fact about an end user, or an org-wide one (end_user=None, organization given).
+
+    is_public (org-wide only): customers may be told it; otherwise it stays internal (staff only).
+    """
     text = memory_text_validate(text)
     if kind not in Memory.Kind.values:
         raise ApiError("invalid", f"kind must be one of {', '.join(Memory.Kind.values)}.", 400, field="kind")
@@ -273,7 +276,8 @@ def memory_add(
         raise ValueError("memory_add needs an end user or an organization")
     with transaction.atomic():
         memory = Memory.objects.create(organization_id=organization_id, end_user=end_user, text=text, kind=kind,
-                                       key=key, source=source, source_turn=turn)
+                                       key=key, source=source, source_turn=turn,
+                                       is_public=bool(is_public) and end_user is None)
         MemoryEvent.objects.create(memory=memory, action=MemoryEvent.Action.ADD, new_text=text, actor=actor or source,
                                    turn=turn)
     return memory
@@ -287,7 +291,8 @@ def memory_update(*, memory: Memory, text: str, actor: str = "", turn=None, kind
         if not old.is_active:
             raise ApiError("memory_not_found", "그 기억을 찾을 수 없어요. (Memory not found.)", 404)
         new = Memory.objects.create(organization_id=old.organization_id, end_user_id=old.end_user_id, text=text,
-                                    kind=kind or old.kind, key=old.key, source=old.source, source_turn=turn or old.source_turn)
+                                    kind=kind or old.kind, key=old.key, source=old.source, source_turn=turn or old.source_turn,
+                                    is_public=old.is_public)
         Memory.objects.filter(pk=old.pk).update(superseded_by=new, updated_at=timezone.now())
         MemoryEvent.objects.create(memory=old, action=MemoryEvent.Action.UPDATE, old_text=old.text, new_text=text,
                                    actor=actor, turn=turn)
