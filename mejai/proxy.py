@@ -83,9 +83,14 @@ def client_ip(meta: dict) -> str:
     return client_address(peer=meta.get("REMOTE_ADDR") or "", forwarded_for=meta.get("HTTP_X_FORWARDED_FOR", ""))
 
 
-def client_ip_of_request(request) -> str:
-    """The client's address of a request (django-axes' AXES_CLIENT_IP_CALLABLE); DRF requests too."""
-    return client_ip(getattr(request, "META", {}) or {})
+def client_ip_of_request(request) -> str | None:
+    """The client's address of a request (django-axes' AXES_CLIENT_IP_CALLABLE), DRF requests too;
+    None when there is no address (a test client's force_login, a management command)."""
+    address = client_ip(getattr(request, "META", {}) or {})
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def client_ip_of_scope(scope: dict) -> str:
