@@ -24,3 +24,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
 # Readiness answers are cached per process in production; tests check each state afresh.
 READYZ_CACHE_SECONDS = 0
+
+# No periodic-job thread in the test process (the ASGI module is imported by live-server tests):
+# tests run the periodic jobs themselves.
+IN_PROCESS_BEAT = False

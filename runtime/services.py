@@ -6,7 +6,7 @@
     turn_respond         turn_stream gathered into a TurnOutcome (async)
     turn_run / turn_answer   the same, for synchronous callers (Celery tasks, commands)
 
-See docs/runtime-pipeline.md for the rules each step keeps.
+See docs/runtime.md for the rules each step keeps and docs/architecture.md for where it sits.
 """
 
 from __future__ import annotations

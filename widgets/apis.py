@@ -209,7 +209,7 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    429: ERROR_SCHEMA, 502: ERROR_SCHEMA},
         description="`Authorization: Bearer <widget_token>`. Events `start`, `delta`, `message`, `error` as in "
-        "docs/runtime-events.md; each is also published to the session's other tabs.",
+        "docs/runtime.md (\"The event vocabulary\"); each is also published to the session's other tabs.",
     )
     async def post(self, request):
         raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
