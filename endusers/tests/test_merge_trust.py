@@ -13,8 +13,8 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 
 from endusers.models import EndUser, Identity, Memory
-from endusers.selectors import duplicate_candidates
-from endusers.services import contact_upsert, end_user_canonical, end_user_merge, memory_add, merge_plan
+from endusers.selectors import duplicate_candidates, end_user_canonical
+from endusers.services import contact_upsert, end_user_merge, memory_add, merge_plan
 from endusers.tests.conftest import assert_error
 from mejai.errors import ApiError
 from runtime.models import Membership
