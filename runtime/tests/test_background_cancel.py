@@ -34,3 +34,26 @@ def test_a_stop_that_came_too_late_does_not_stop_the_retried_answer(organization
     outcome = background.turn_answer_background(turn_id=turn.pk).result(timeout=20)
     assert outcome.ok, outcome.error
     assert Turn.objects.get(pk=turn.pk).status == Turn.Status.COMPLETED
+
+
+def test_a_caller_that_stops_waiting_does_not_cancel_the_answer_for_the_others(organization, agent, fake_llm):
+    """turn_answer_background's documented async use is `await asyncio.wrap_future(future)`; a caller
+    that gives up (its own timeout, a closed connection) cancels that await. The answer goes on, and
+    every other caller of the same turn (Kakao's callback job, a follower) still gets its outcome."""
+    import asyncio
+
+    fake_llm.config.ttft = 0.5
+    turn = _store(organization, agent)
+    started = background.turn_answer_background(turn_id=turn.pk)  # a sync caller: the runtime loop answers
+
+    async def give_up():
+        waiting = asyncio.ensure_future(asyncio.wrap_future(background.turn_answer_background(turn_id=turn.pk)))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(give_up())
+    assert not started.cancelled()
+    outcome = started.result(timeout=20)
+    assert outcome.ok, outcome.error
