@@ -48,6 +48,9 @@ class BackgroundAnswer:
         self.turn_id = turn_id
         self.loop = loop
         self.future: concurrent.futures.Future = concurrent.futures.Future()
+        # Running from the start, as an executor's future is: cancel() on it is then a no-op, so one
+        # caller giving up (cancelling its `asyncio.wrap_future(...)`) cannot cancel it for the others.
+        self.future.set_running_or_notify_cancel()
         self.task: asyncio.Task | None = None
         self.events: list[TurnEvent] = []
         self.followers: set[asyncio.Queue] = set()
