@@ -57,3 +57,22 @@ def test_a_caller_that_stops_waiting_does_not_cancel_the_answer_for_the_others(o
     assert not started.cancelled()
     outcome = started.result(timeout=20)
     assert outcome.ok, outcome.error
+
+
+@pytest.mark.xfail(strict=True, reason="review-8: an answer started on a short-lived asyncio.run loop dies with it")
+def test_an_answer_started_from_a_short_lived_event_loop_still_finishes(organization, agent, fake_llm):
+    """turn_answer_background "does not depend on the caller staying". A caller with its own short
+    loop (a management command or script using asyncio.run) starts the answer and returns: the
+    answer still finishes, instead of dying with the caller's loop (turn left pending, blocking the
+    session's later turns until it counts as abandoned)."""
+    import asyncio
+
+    turn = _store(organization, agent)
+
+    async def start_and_return():
+        return background.turn_answer_background(turn_id=turn.pk)
+
+    future = asyncio.run(start_and_return())
+    outcome = future.result(timeout=20)
+    assert outcome.ok, outcome.error
+    assert Turn.objects.get(pk=turn.pk).status == Turn.Status.COMPLETED
