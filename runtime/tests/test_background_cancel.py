@@ -76,3 +76,52 @@ def test_an_answer_started_from_a_short_lived_event_loop_still_finishes(organiza
     outcome = future.result(timeout=20)
     assert outcome.ok, outcome.error
     assert Turn.objects.get(pk=turn.pk).status == Turn.Status.COMPLETED
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_cancel_reaches_an_answer_running_in_another_process(organization, agent, fake_llm, settings):
+    import asyncio
+    import os
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    from runtime import live
+
+    fake_llm.config.reply = " ".join(["멈춰"] * 200)
+    fake_llm.config.tokens_per_second = 20
+    turn = _store(organization, agent)
+    db = settings.DATABASES["default"]
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="mejai.test_settings",
+               DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
+                            f"{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+               OPENAI_BASE_URL=settings.OPENAI_BASE_URL, OPENAI_API_KEY=settings.OPENAI_API_KEY)
+    script = textwrap.dedent(f"""
+        import django
+        django.setup()
+        from runtime.background import turn_answer_background
+        outcome = turn_answer_background(turn_id="{turn.pk}").result(timeout=60)
+        print("OK" if outcome.ok else outcome.error["code"])
+    """)
+
+    async def run():
+        stream = live.session_events_stream(session_id=turn.session_id)
+        await stream.__anext__()
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=Path(__file__).parents[2],
+                                                    env=env, stdout=asyncio.subprocess.PIPE)
+        while True:  # the other process is answering: stop it at its first delta
+            _, event = await asyncio.wait_for(stream.__anext__(), 30)
+            if event.type == "delta":
+                await sync_to_async(background.turn_cancel)(turn_id=turn.pk)
+                break
+        out, _ = await proc.communicate()
+        await stream.aclose()
+        return out.decode().strip()
+
+    out = asyncio.run(run())
+    assert out == "stopped"
+    assert Turn.objects.get(pk=turn.pk).error_code == "stopped"
