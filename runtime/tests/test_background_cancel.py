@@ -125,3 +125,44 @@ def test_cancel_reaches_an_answer_running_in_another_process(organization, agent
     out = asyncio.run(run())
     assert out == "stopped"
     assert Turn.objects.get(pk=turn.pk).error_code == "stopped"
+
+
+def test_a_tab_reconnecting_after_a_stop_gets_the_stopped_turns_end(organization, agent, fake_llm):
+    """A tab saw `1.2` of turn 1, lost its connection, and turn 1 was stopped meanwhile: on reconnect
+    (Last-Event-ID 1.2) the replay ends turn 1 with its `stopped` error, or the tab waits for ever."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from runtime import live
+
+    fake_llm.config.reply = " ".join(["멈춰"] * 100)
+    fake_llm.config.tokens_per_second = 20
+    turn = _store(organization, agent)
+
+    async def stop_mid_answer():
+        stream = live.session_events_stream(session_id=turn.session_id)
+        await stream.__anext__()
+        future = background.turn_answer_background(turn_id=turn.pk)
+        while (await asyncio.wait_for(stream.__anext__(), 10))[1].type != "delta":
+            pass
+        await stream.aclose()  # the tab's connection drops here
+        await sync_to_async(background.turn_cancel)(turn_id=turn.pk)
+        await asyncio.wrap_future(future)
+
+    async def reconnect():
+        stream = live.session_events_stream(session_id=turn.session_id, last_event_id=f"{turn.seq}.2")
+        await stream.__anext__()
+        try:
+            return await asyncio.wait_for(stream.__anext__(), 2)
+        except TimeoutError:
+            return None
+        finally:
+            await stream.aclose()
+
+    asyncio.run(stop_mid_answer())
+    assert Turn.objects.get(pk=turn.pk).error_code == "stopped"
+    replayed = asyncio.run(reconnect())
+    assert replayed is not None, "the stopped turn was not replayed"
+    event_id, event = replayed
+    assert event_id == str(turn.seq) and event.type == "error" and event.data["code"] == "stopped"
