@@ -207,22 +207,22 @@ CELERY_BEAT_SCHEDULE = {
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
-LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5)
-LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60)
-LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5, minimum=0.1)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60, minimum=0.1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
 
 # --- Runtime limits ----------------------------------------------------------------------
-RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000)
-RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024)
+RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000, minimum=1)
+RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
 RUNTIME_HISTORY_TOKEN_BUDGET = env_int("RUNTIME_HISTORY_TOKEN_BUDGET", 3000)
 RUNTIME_HISTORY_MAX_TURNS = env_int("RUNTIME_HISTORY_MAX_TURNS", 20)
-RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15)
+RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, minimum=0.1)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
-RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180)
+RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180, minimum=1)
 RUNTIME_ORDER_WAIT_SECONDS = env_int("RUNTIME_ORDER_WAIT_SECONDS", 120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUNTIME_MAX_BODY_BYTES
 # Every request body, on every route: the ASGI guard (mejai/asgi_guards.py) and the server
