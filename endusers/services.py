@@ -173,40 +173,61 @@ def contact_upsert(
     """Find or create the contact holding these identities (sent by the organization's server: verified).
 
     All values are validated before anything is written; identities held by two different
-    end users are a conflict (merge them first), never a silent attach.
+    end users are a conflict (merge them first), never a silent attach. Concurrent calls with the
+    same new identity all get the one contact (one of them `created`), never an IntegrityError.
     """
     wanted = [(kind, identity_value_normalize(kind=kind, value=value))
               for kind, value in (("external_id", external_id), ("email", email), ("phone", phone)) if value]
     if not wanted:
-        raise ApiError("identity_required", "Give at least one of external_id, email or phone.", 400, field="external_id")
-    with transaction.atomic():
-        held = {
-            (i.kind, i.value): i
-            for i in Identity.objects.select_related("end_user").filter(
-                organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
-            if (i.kind, i.value) in wanted
-        }
-        owners = {end_user_canonical(i.end_user).pk: end_user_canonical(i.end_user) for i in held.values() if i.verified}
-        if len(owners) > 1:
-            raise ApiError("identities_conflict", "These identities belong to different contacts; merge them first.",
-                           409, extra={"contacts": sorted(owners)})
-        created = not owners
-        end_user = next(iter(owners.values())) if owners else EndUser.objects.create(organization=organization)
-        for kind, value in wanted:
-            identity = held.get((kind, value))
-            if identity is None:
-                Identity.objects.create(organization=organization, end_user=end_user, kind=kind, value=value, verified=True)
-            elif not identity.verified:
-                # Someone's unverified claim: the verified holder takes it, the claimant keeps a note.
-                claimant = EndUser.objects.select_for_update().get(pk=identity.end_user_id)
-                if claimant.pk != end_user.pk:
-                    claimant.profile.setdefault("claims", {})[kind] = value
-                    claimant.save(update_fields=["profile"])
-                Identity.objects.filter(pk=identity.pk).update(end_user=end_user, verified=True)
-        display_name = (display_name or "").strip()[:100]
-        if display_name and display_name != end_user.display_name:
-            end_user.display_name = display_name
-            end_user.save(update_fields=["display_name"])
+        raise ApiError("identity_required", "external_id, email, phone 중 하나는 꼭 보내 주세요. "
+                       "(Give at least one of external_id, email or phone.)", 400, field="external_id")
+    attempts = 3
+    for attempt in range(attempts):
+        try:
+            # A savepoint of its own, so a lost race can be retried inside a caller's transaction.
+            with transaction.atomic():
+                return _contact_upsert_once(organization=organization, wanted=wanted, display_name=display_name)
+        except IntegrityError:
+            # Another request created one of these identities between our lookup and our insert:
+            # the next attempt finds it.
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _identities_held(*, organization, wanted: list[tuple[str, str]]) -> dict:
+    return {
+        (i.kind, i.value): i
+        for i in Identity.objects.select_related("end_user").filter(
+            organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
+        if (i.kind, i.value) in wanted
+    }
+
+
+def _contact_upsert_once(*, organization, wanted: list[tuple[str, str]], display_name: str) -> tuple[EndUser, bool]:
+    held = _identities_held(organization=organization, wanted=wanted)
+    owners = {end_user_canonical(i.end_user).pk: end_user_canonical(i.end_user) for i in held.values() if i.verified}
+    if len(owners) > 1:
+        raise ApiError("identities_conflict", "이 식별 정보들은 서로 다른 연락처에 속해 있어요. 먼저 병합해 주세요. "
+                       "(These identities belong to different contacts; merge them first.)",
+                       409, extra={"contacts": sorted(owners)})
+    created = not owners
+    end_user = next(iter(owners.values())) if owners else EndUser.objects.create(organization=organization)
+    for kind, value in wanted:
+        identity = held.get((kind, value))
+        if identity is None:
+            Identity.objects.create(organization=organization, end_user=end_user, kind=kind, value=value, verified=True)
+        elif not identity.verified:
+            # Someone's unverified claim: the verified holder takes it, the claimant keeps a note.
+            claimant = EndUser.objects.select_for_update().get(pk=identity.end_user_id)
+            if claimant.pk != end_user.pk:
+                claimant.profile.setdefault("claims", {})[kind] = value
+                claimant.save(update_fields=["profile"])
+            Identity.objects.filter(pk=identity.pk).update(end_user=end_user, verified=True)
+    display_name = (display_name or "").strip()[:100]
+    if display_name and display_name != end_user.display_name:
+        end_user.display_name = display_name
+        end_user.save(update_fields=["display_name"])
     return end_user, created
 
 
