@@ -25,10 +25,7 @@ def _end_user(ctx: CommandContext, *, create: bool) -> EndUser | None:
         return services.end_user_canonical(session.end_user)
     if not create:
         return None
-    end_user = EndUser.objects.create(organization=ctx.organization)
-    Session.objects.filter(pk=session.pk, end_user__isnull=True).update(end_user=end_user)
-    session.refresh_from_db(fields=["end_user"])
-    return session.end_user
+    return services.session_end_user_attach(session=session, end_user=EndUser.objects.create(organization=ctx.organization))
 
 
 def remember(ctx: CommandContext) -> CommandReply:

@@ -257,6 +257,26 @@ def timeline_record(*, turn) -> EndUserMessage | None:
     return message
 
 
+def session_end_user_attach(*, session, end_user: EndUser) -> EndUser:
+    """Give an anonymous session its end user, with every turn it already holds.
+
+    The earlier turns become the person's (author and timeline), so the contact lists the session at
+    once and an erasure finds every text of it. A session that already has an end user keeps it; that
+    one is returned.
+    """
+    from runtime.models import Session, Turn
+
+    with transaction.atomic():
+        attached = Session.objects.filter(pk=session.pk, end_user__isnull=True).update(end_user=end_user)
+        session.refresh_from_db(fields=["end_user"])
+        end_user = session.end_user
+        if attached:
+            Turn.objects.filter(session_id=session.pk, author__isnull=True).update(author=end_user)
+            for turn in Turn.objects.filter(session_id=session.pk).select_related("session").order_by("seq"):
+                timeline_record(turn=turn)
+    return end_user
+
+
 # --- memories ----------------------------------------------------------------------------
 
 def memory_text_validate(text) -> str:
@@ -403,22 +423,39 @@ def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndU
 # --- privacy -----------------------------------------------------------------------------
 
 def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
-    """Erase a person: identities, memories and message texts go; anonymous counts and an audit stay."""
+    """Erase a person: identities, memories and every message text of theirs go; anonymous counts and an audit stay.
+
+    "Every text" is each turn of the person's sessions (including turns stored before the person was
+    known), each turn they authored or that is on their timeline, and each turn that created or
+    changed one of their memories (a `/remember` reply quotes the memory).
+    """
+    from django.db.models import Q
+
     from runtime.models import Session, Turn
 
     with transaction.atomic():
         end_user = EndUser.objects.select_for_update().get(pk=end_user_canonical(end_user).pk)
         people = [end_user.pk, *EndUser.objects.filter(merged_into=end_user).values_list("pk", flat=True)]
-        turn_ids = EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id")
+        memory_ids = Memory.objects.filter(end_user_id__in=people).values("pk")
+        theirs = (
+            Q(session__end_user_id__in=people)
+            | Q(session_id__in=EndUserSession.objects.filter(end_user_id__in=people).values("session_id"))
+            | Q(pk__in=EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id"))
+            | Q(author_id__in=people)
+            | Q(pk__in=Memory.objects.filter(pk__in=memory_ids).exclude(source_turn=None).values("source_turn_id"))
+            | Q(pk__in=MemoryEvent.objects.filter(memory_id__in=memory_ids).exclude(turn=None).values("turn_id"))
+        )
+        # Subqueries, not turn id lists: a long-time customer's turns would pass the database's parameter limit.
+        session_ids = list(Session.objects.filter(
+            Q(end_user_id__in=people) | Q(pk__in=Turn.objects.filter(theirs).values("session_id"))).values_list("pk", flat=True))
         counts = {
-            "sessions": EndUserSession.objects.filter(end_user_id__in=people).count(),
-            "messages": Turn.objects.filter(pk__in=turn_ids).update(user_text="", reply_text="", payload={}, error=""),
+            "sessions": len(session_ids),
+            "messages": Turn.objects.filter(theirs).update(user_text="", reply_text="", payload={}, error=""),
             "identities": Identity.objects.filter(end_user_id__in=people).delete()[1].get("endusers.Identity", 0),
             "memories": Memory.objects.filter(end_user_id__in=people).count(),
         }
-        Turn.objects.filter(author_id__in=people).exclude(user_text="").update(user_text="", reply_text="", payload={})
         Memory.objects.filter(end_user_id__in=people).delete()
-        Session.objects.filter(end_user_id__in=people).update(metadata={"erased": True})
+        Session.objects.filter(pk__in=session_ids).update(metadata={"erased": True})
         EndUser.objects.filter(pk__in=people).update(display_name="", profile={})
         EndUser.objects.filter(pk=end_user.pk).update(erased_at=timezone.now())
         record = ErasureRecord.objects.create(organization_id=end_user.organization_id, end_user_id_erased=end_user.pk,
