@@ -337,15 +337,34 @@ def memory_update(*, memory: Memory, text: str, actor: str = "", turn=None, kind
 
 
 def memory_delete(*, memory: Memory, actor: str = "", turn=None) -> Memory:
+    """Delete a memory (kept in its history). Deleting the active profile memory of an attribute
+    ('이름: 민수') removes that attribute from the profile too, so the person is no longer greeted by it."""
     with transaction.atomic():
         locked = Memory.objects.select_for_update().get(pk=memory.pk)
         if not locked.is_active:
             raise ApiError("memory_not_found", "그 기억을 찾을 수 없어요. (Memory not found.)", 404)
         locked.deleted_at = timezone.now()
         locked.save(update_fields=["deleted_at", "updated_at"])
+        if locked.key in PROFILE_KEYS and locked.end_user_id:
+            _profile_attribute_forget(end_user_id=locked.end_user_id, key=locked.key, text=locked.text)
         MemoryEvent.objects.create(memory=locked, action=MemoryEvent.Action.DELETE, old_text=locked.text, actor=actor,
                                    turn=turn)
     return locked
+
+
+def _profile_attribute_forget(*, end_user_id: int, key: str, text: str) -> None:
+    person = EndUser.objects.select_for_update().get(pk=end_user_id)
+    forgotten = text.split(": ", 1)[-1].strip()  # '이름: 민수' -> '민수'
+    fields = []
+    if key in person.profile:
+        person.profile.pop(key)
+        fields.append("profile")
+    # The display name is the same fact when it holds the forgotten name.
+    if key == "name" and person.display_name and person.display_name == forgotten:
+        person.display_name = ""
+        fields.append("display_name")
+    if fields:
+        person.save(update_fields=fields)
 
 
 def memory_forget(*, end_user: EndUser, memory_id, actor: str = "", turn=None) -> Memory:

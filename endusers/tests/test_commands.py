@@ -79,3 +79,29 @@ def test_help_lists_the_memory_commands(chat, api_key, offline_llm):
     reply = say(chat, api_key, "/도움말")
     for word in ("/remember (/기억, /기억해)", "/search (/검색)", "/memory (/메모리, /기억목록)", "/forget (/잊기, /잊어)"):
         assert word in reply
+
+
+def test_forgetting_the_name_forgets_it_in_the_greeting_too(chat, api_key, organization, offline_llm):
+    """Issue 11, 11: after /잊기 of '이름: 민수' the next answer no longer says 민수님."""
+    from endusers.services import profile_name_set
+
+    person = identity_resolve(organization=organization, kind="external_id", value="cust-1", verified=True)
+    profile_name_set(end_user=person, name="민수")
+    assert say(chat, api_key, "안녕하세요").startswith("민수님")
+    name_memory = Memory.objects.get(end_user=person, key="name", deleted_at=None, superseded_by=None)
+    assert say(chat, api_key, f"/잊기 {name_memory.pk}").startswith(f"#{name_memory.pk} 기억을 지웠어요")
+    person.refresh_from_db()
+    assert "name" not in person.profile and person.display_name == ""
+    assert "민수" not in say(chat, api_key, "안녕하세요")
+
+
+def test_forgetting_a_name_keeps_a_different_display_name(organization):
+    from endusers.services import memory_forget, profile_name_set
+
+    person = identity_resolve(organization=organization, kind="external_id", value="cust-2", verified=True)
+    profile_name_set(end_user=person, name="민수")
+    EndUser.objects.filter(pk=person.pk).update(display_name="김민수 (CRM)")
+    memory = Memory.objects.get(end_user=person, key="name", deleted_at=None)
+    memory_forget(end_user=person, memory_id=memory.pk)
+    person.refresh_from_db()
+    assert "name" not in person.profile and person.display_name == "김민수 (CRM)"
