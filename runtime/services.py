@@ -464,6 +464,7 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         tools=OUTPUT_TOOLS if agent.tools_enabled and provider.name != "offline" else None,
         profile=context.grounding.profile,
         memories=context.grounding.memories,
+        knowledge=context.grounding.knowledge,
         user_text=turn.user_text,
     )
     model_label = agent.model_name if provider.name != "offline" else "offline"

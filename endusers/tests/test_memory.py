@@ -107,8 +107,9 @@ def test_grounding_has_profile_preferences_and_ranked_memories(organization, per
     policy = memory_add(organization=organization, text="환불 규정: 전자제품은 개봉 시 불가")
     grounding = grounding_for(end_user=person, organization=organization, query="환불 규정 알려줘")
     assert grounding.profile == {"name": "민수", "preferences": ["연락은 이메일을 선호함"]}
-    assert {m["id"] for m in grounding.memories} >= {refund.pk, policy.pk}
-    assert all(set(m) == {"id", "text", "score"} for m in grounding.memories)
+    assert [m["id"] for m in grounding.memories] == [refund.pk]  # the person's only
+    assert [m["id"] for m in grounding.knowledge] == [policy.pk]  # the organization's, kept apart
+    assert all(set(m) == {"id", "text", "score"} for m in grounding.memories + grounding.knowledge)
 
 
 def test_fallback_ranking_matches_prefixes():
