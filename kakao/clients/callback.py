@@ -24,8 +24,8 @@ KNOWN_FAIL_MESSAGES = (
 
 class Outcome:
     DELIVERED = "delivered"  # HTTP 2xx and SUCCESS
-    FINAL = "final"  # do not retry: FAIL, other 4xx, an unreadable 2xx
-    RETRYABLE = "retryable"  # network error, 5xx, 429, Kakao ERROR
+    FINAL = "final"  # do not retry: FAIL, other 4xx, an unreadable 2xx, an unknown outcome
+    RETRYABLE = "retryable"  # connect error (nothing sent), 5xx, 429, Kakao ERROR
 
 
 @dataclass
@@ -102,8 +102,11 @@ def callback_post(*, url: str, body: dict, timeout: float | None = None) -> Call
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         return CallbackResult(Outcome.RETRYABLE, error_code="connect_error", error=f"{type(exc).__name__}: {exc}"[:500],
                               nothing_sent=True)
-    except httpx.TimeoutException as exc:
-        return CallbackResult(Outcome.RETRYABLE, error_code="timeout", error=f"{type(exc).__name__}: {exc}"[:500])
     except httpx.HTTPError as exc:
-        return CallbackResult(Outcome.RETRYABLE, error_code="network_error", error=f"{type(exc).__name__}: {exc}"[:500])
+        # The connection was made and the request (or part of it) went out, but no answer came back:
+        # a read/write timeout, a dropped connection. Kakao may have delivered it, so by the exactly-once
+        # rule it is final, like a 2xx we cannot read; only failures known to precede delivery retry.
+        return CallbackResult(Outcome.FINAL, error_code="outcome_unknown",
+                              error=f"No answer after the request was sent ({type(exc).__name__}: {exc}); "
+                              "not posted again to avoid a duplicate answer."[:500])
     return _classify(response)
