@@ -18,9 +18,10 @@ from endusers.models import (
 )
 from endusers.privacy import mask_identity, mask_text
 from mejai.errors import ApiError
+from runtime.admin_scoping import OrganizationScopedAdmin, OrganizationScopedTabularInline
 
 
-class IdentityInline(admin.TabularInline):
+class IdentityInline(OrganizationScopedTabularInline):
     model = Identity
     fields = ["kind", "value", "verified", "created_at", "last_seen_at"]
     readonly_fields = fields
@@ -31,7 +32,7 @@ class IdentityInline(admin.TabularInline):
         return False  # identities come from channels (normalized); merges move them
 
 
-class MemoryInline(admin.TabularInline):
+class MemoryInline(OrganizationScopedTabularInline):
     model = Memory
     fk_name = "end_user"
     fields = ["id", "text", "kind", "source", "created_at"]
@@ -43,7 +44,7 @@ class MemoryInline(admin.TabularInline):
         return super().get_queryset(request).filter(superseded_by__isnull=True, deleted_at__isnull=True)
 
 
-class EndUserSessionInline(admin.TabularInline):
+class EndUserSessionInline(OrganizationScopedTabularInline):
     model = EndUserSession
     fields = ["session", "channel", "message_count", "first_seen_at", "last_seen_at"]
     readonly_fields = fields
@@ -53,7 +54,7 @@ class EndUserSessionInline(admin.TabularInline):
 
 
 @admin.register(EndUser)
-class EndUserAdmin(admin.ModelAdmin):
+class EndUserAdmin(OrganizationScopedAdmin):
     list_display = ["id", "name_label", "identities_masked", "organization", "sessions_count", "last_seen_at",
                     "merged_into", "erased_at"]
     list_filter = ["organization", ("merged_into", admin.EmptyFieldListFilter), ("erased_at", admin.EmptyFieldListFilter)]
@@ -105,7 +106,7 @@ class EndUserAdmin(admin.ModelAdmin):
 
 
 @admin.register(Identity)
-class IdentityAdmin(admin.ModelAdmin):
+class IdentityAdmin(OrganizationScopedAdmin):
     list_display = ["kind", "value_masked", "verified", "end_user", "organization", "last_seen_at"]
     list_filter = ["kind", "verified", "organization"]
     search_fields = ["value"]
@@ -117,7 +118,7 @@ class IdentityAdmin(admin.ModelAdmin):
         return mask_identity(kind=obj.kind, value=obj.value)
 
 
-class MemoryEventInline(admin.TabularInline):
+class MemoryEventInline(OrganizationScopedTabularInline):
     model = MemoryEvent
     fields = ["created_at", "action", "old_text", "new_text", "actor", "turn"]
     readonly_fields = fields
@@ -127,7 +128,7 @@ class MemoryEventInline(admin.TabularInline):
 
 
 @admin.register(Memory)
-class MemoryAdmin(admin.ModelAdmin):
+class MemoryAdmin(OrganizationScopedAdmin):
     list_display = ["id", "text_masked", "kind", "source", "end_user", "created_at", "is_active"]
     list_filter = ["kind", "source", ("deleted_at", admin.EmptyFieldListFilter), "organization"]
     search_fields = ["text"]
@@ -135,6 +136,11 @@ class MemoryAdmin(admin.ModelAdmin):
                        "updated_at"]
     inlines = [MemoryEventInline]
     list_select_related = ["end_user"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:  # a new memory: pick its organization and (optionally) its end user
+            return [f for f in self.readonly_fields if f not in ("organization", "end_user")]
+        return self.readonly_fields
 
     @admin.display(description="text")
     def text_masked(self, obj):
@@ -146,7 +152,7 @@ class MemoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndUserSession)
-class EndUserSessionAdmin(admin.ModelAdmin):
+class EndUserSessionAdmin(OrganizationScopedAdmin):
     list_display = ["session", "end_user", "channel", "message_count", "first_seen_at", "last_seen_at"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "channel", "message_count", "first_seen_at", "last_seen_at"]
@@ -154,7 +160,7 @@ class EndUserSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndUserMessage)
-class EndUserMessageAdmin(admin.ModelAdmin):
+class EndUserMessageAdmin(OrganizationScopedAdmin):
     list_display = ["turn", "end_user", "channel", "created_at"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
@@ -162,7 +168,7 @@ class EndUserMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MergeRecord)
-class MergeRecordAdmin(admin.ModelAdmin):
+class MergeRecordAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "source", "target", "actor", "counts"]
     readonly_fields = ["organization", "source", "target", "actor", "counts", "created_at"]
 
@@ -171,7 +177,7 @@ class MergeRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(ErasureRecord)
-class ErasureRecordAdmin(admin.ModelAdmin):
+class ErasureRecordAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "end_user_id_erased", "actor", "counts", "organization"]
     readonly_fields = ["organization", "end_user_id_erased", "actor", "counts", "created_at"]
 
