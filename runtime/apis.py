@@ -146,6 +146,9 @@ def _chat_prepare(*, organization, data: dict) -> dict:
         if end_user is not None and session.end_user_id not in (None, end_user.pk):
             raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
     metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
+    locale = (data.get("context") or {}).get("locale")
+    if isinstance(locale, str) and locale.strip():
+        metadata["locale"] = locale.strip()[:16]  # the session's language, e.g. for command replies
     return dict(
         organization=organization,
         agent=agent,
