@@ -126,7 +126,8 @@ def test_the_model_is_told_which_facts_are_the_persons_and_which_the_organizatio
     memory_add(end_user=person, text="배송지는 부산 해운대")
     memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요")
     say(chat, api_key, "배송 언제 와요?", external_id="cust-9")
-    system = fake_llm.requests[-1]["messages"][0]["content"]
+    chat = [r for r in fake_llm.requests if r["messages"][-1]["content"] == "배송 언제 와요?"]  # not an extraction
+    system = chat[-1]["messages"][0]["content"]
     about_person, _, general = system.partition("The organization's general knowledge")
     assert "배송지는 부산 해운대" in about_person and "2~3일" not in about_person
     assert "2~3일" in general and "해운대" not in general
