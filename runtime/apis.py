@@ -92,13 +92,32 @@ class MessageTextField(serializers.Field):
 
 
 class ChatInput(serializers.Serializer):
-    message = MessageTextField()
-    session_id = serializers.UUIDField(required=False, allow_null=True)
-    client_message_id = serializers.CharField(required=False, allow_blank=True, max_length=128)
-    external_id = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    agent = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    context = serializers.DictField(required=False, default=dict)
-    metadata = serializers.DictField(required=False, default=dict)
+    message = MessageTextField(help_text="The end user's message (up to RUNTIME_MAX_MESSAGE_CHARS characters, "
+                               "4000 by default). A message starting with `/` may be a command (`/help`).")
+    session_id = serializers.UUIDField(
+        required=False, allow_null=True,
+        help_text="Continue this conversation (the `session_id` of an earlier answer). Without it, a call with "
+        "`external_id` continues that person's open session with the same agent if its last message is at most "
+        "RUNTIME_API_SESSION_IDLE_MINUTES (30) old; otherwise a new session starts.")
+    new_session = serializers.BooleanField(
+        required=False, default=False,
+        help_text="true: start a new session even when the person has an open one (ignored with `session_id`).")
+    client_message_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=128,
+        help_text="Your id of this message (idempotency key): a retry with the same id returns the same turn "
+        "instead of a second answer.")
+    external_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=255,
+        help_text="Your stable id of the end user (trusted, since it comes with your API key). Links the "
+        "conversation to a contact with their memories; without it the session is anonymous.")
+    agent = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                  help_text="Name of the agent to answer; empty: the organization's first active agent.")
+    context = serializers.DictField(
+        required=False, default=dict,
+        help_text="Page context for this answer: `url`, `title`, `referrer`, `locale` (`ko`/`en`: the language of "
+        "command replies for the session). Other keys are ignored.")
+    metadata = serializers.DictField(required=False, default=dict,
+                                     help_text="Free-form JSON stored on a new session (shown to operators).")
 
 
 class UsageOutput(serializers.Serializer):
@@ -145,6 +164,11 @@ def _chat_prepare(*, organization, data: dict) -> dict:
         agent = session.agent
         if end_user is not None and session.end_user_id not in (None, end_user.pk):
             raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
+    elif end_user is not None and not data.get("new_session"):
+        # Multi-turn by design (docs/runtime.md): the person's open conversation continues.
+        session = selectors.session_open_for_end_user(
+            organization=organization, agent=agent, channel=Channel.API, end_user=end_user,
+            idle_minutes=settings.RUNTIME_API_SESSION_IDLE_MINUTES)
     metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
     locale = (data.get("context") or {}).get("locale")
     if isinstance(locale, str) and locale.strip():

@@ -26,6 +26,24 @@ def session_get_for_org(*, organization: Organization, session_id) -> Session:
     return session
 
 
+def session_open_for_end_user(*, organization: Organization, agent: Agent, channel: str, end_user,
+                              idle_minutes: int) -> Session | None:
+    """The end user's latest open session with this agent on this channel, active within `idle_minutes`; else None."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    if idle_minutes <= 0 or end_user is None:
+        return None
+    return (
+        Session.objects.select_related("agent", "organization", "end_user")
+        .filter(organization=organization, agent=agent, channel=channel, end_user=end_user, status=Session.Status.OPEN,
+                last_activity_at__gte=timezone.now() - timedelta(minutes=idle_minutes))
+        .order_by("-last_activity_at")
+        .first()
+    )
+
+
 def session_turns(*, session: Session) -> QuerySet[Turn]:
     return Turn.objects.filter(session=session).order_by("seq")
 
