@@ -206,3 +206,5 @@ class TurnAdmin(OrganizationScopedAdmin):
     raw_id_fields = ["session", "author", "prompt_version"]
     readonly_fields = [f.name for f in Turn._meta.fields]
     search_fields = ["client_message_id"]
+
+from runtime import admin_conversations  # noqa: E402,F401  (the conversations list and transcript)

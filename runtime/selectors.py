@@ -67,3 +67,23 @@ def api_key_find(*, raw_key: str) -> ApiKey | None:
 
 def prompt_templates_for_org(*, organization: Organization) -> QuerySet[PromptTemplate]:
     return PromptTemplate.objects.filter(organization=organization).prefetch_related("versions")
+
+
+def conversations_annotate(queryset: QuerySet[Session]) -> QuerySet[Session]:
+    """Sessions with `first_text`, `last_text` (user messages) and `last_reply` for the conversations list.
+
+    Each preview is one lookup on the unique (session, seq) index: seq 1 and the session's `last_seq`.
+    """
+    from django.db.models import OuterRef, Subquery
+
+    turns = Turn.objects.filter(session=OuterRef("pk"))
+    return queryset.select_related("agent", "end_user").annotate(
+        first_text=Subquery(turns.filter(seq=1).values("user_text")[:1]),
+        last_text=Subquery(turns.filter(seq=OuterRef("last_seq")).values("user_text")[:1]),
+        last_reply=Subquery(turns.filter(seq=OuterRef("last_seq")).values("reply_text")[:1]),
+    )
+
+
+def conversation_transcript(*, session: Session) -> list[Turn]:
+    """The turns of a session, oldest first, with their prompt versions (for the transcript page)."""
+    return list(Turn.objects.filter(session=session).select_related("prompt_version").order_by("seq"))
