@@ -13,6 +13,8 @@ from runtime import health
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # The admin index with the operator's overview (mejai/overview.py); everything else is admin's own.
+    path("admin/", admin.site.admin_view(views.admin_index), name="admin-overview"),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),  # set_language: the console's 한국어 / English switch
     path("api/runtime/", include("runtime.urls")),

@@ -48,3 +48,19 @@ def server_error(request):
         return django_server_error(request)
     except Exception:
         return HttpResponseServerError("Server error")
+
+
+def admin_index(request):
+    """The admin index with the overview of the operator's organization (every organization for a superuser)."""
+    from django.contrib import admin
+
+    from mejai.overview import overview_build
+    from runtime.admin_scoping import request_organization, sees_every_organization
+    from runtime.models import Organization
+
+    if sees_every_organization(request):
+        organizations = Organization.objects.order_by("name")[:20]
+    else:
+        own = request_organization(request)
+        organizations = [own] if own is not None else []
+    return admin.site.index(request, extra_context={"overview": overview_build(organizations=organizations)})
