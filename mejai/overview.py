@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext
 
 DAYS = 30
 
@@ -91,7 +92,7 @@ def overview_build(*, organizations, now: datetime | None = None) -> list[Organi
         tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), failed=Count("pk", filter=Q(status=Turn.Status.FAILED)),
     ):
         figures = ChannelFigures(
-            channel=row[channel], label=str(labels.get(row[channel], row[channel])), messages=row["messages"],
+            channel=row[channel], label=gettext(labels.get(row[channel], row[channel])), messages=row["messages"],
             conversations=row["conversations"], messages_today=row["messages_today"],
             conversations_today=row["conversations_today"], tokens_in=row["tokens_in"] or 0,
             tokens_out=row["tokens_out"] or 0, failed=row["failed"],

@@ -191,6 +191,9 @@ RUNTIME_HISTORY_MAX_TURNS = env_int("RUNTIME_HISTORY_MAX_TURNS", 20)
 # POST /api/runtime/chat with external_id and no session_id continues that person's open API session
 # with the same agent when its last message is at most this old; 0 = always start a new session.
 RUNTIME_API_SESSION_IDLE_MINUTES = env_int("RUNTIME_API_SESSION_IDLE_MINUTES", 30)
+# The admin index's overview (mejai/overview.py) is computed at most once per this many seconds per
+# organization set and language; 0 = every time.
+ADMIN_OVERVIEW_CACHE_SECONDS = env_int("ADMIN_OVERVIEW_CACHE_SECONDS", 60)
 RUNTIME_SSE_KEEPALIVE_SECONDS = float(os.environ.get("RUNTIME_SSE_KEEPALIVE_SECONDS", "15"))
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.

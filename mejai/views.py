@@ -63,4 +63,24 @@ def admin_index(request):
     else:
         own = request_organization(request)
         organizations = [own] if own is not None else []
-    return admin.site.index(request, extra_context={"overview": overview_build(organizations=organizations)})
+    return admin.site.index(request, extra_context={"overview": overview_cached(organizations=list(organizations))})
+
+
+def overview_cached(*, organizations: list) -> list:
+    """overview_build, kept ADMIN_OVERVIEW_CACHE_SECONDS per organization set and language: at 1M turns one
+    build reads the whole 30-day window (bench/RESULTS.md), too much for every visit of the index."""
+    from django.conf import settings
+    from django.core.cache import cache
+    from django.utils.translation import get_language
+
+    from mejai.overview import overview_build
+
+    seconds = settings.ADMIN_OVERVIEW_CACHE_SECONDS
+    if seconds <= 0 or not organizations:
+        return overview_build(organizations=organizations)
+    key = f"admin-overview:{get_language()}:{','.join(str(o.pk) for o in organizations)}"
+    found = cache.get(key)
+    if found is None:
+        found = overview_build(organizations=organizations)
+        cache.set(key, found, seconds)
+    return found

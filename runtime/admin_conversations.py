@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -56,7 +57,7 @@ class ConversationAdmin(OrganizationScopedAdmin):
 
     @admin.display(description=_("started"), ordering="created_at")
     def started(self, obj):
-        return obj.created_at.strftime("%Y-%m-%d %H:%M") if obj.created_at else "—"
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M") if obj.created_at else "—"
 
     @admin.display(description=_("channel"), ordering="channel")
     def channel_label(self, obj):
@@ -104,7 +105,7 @@ class ConversationAdmin(OrganizationScopedAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": _("Conversation"),
-            "subtitle": f"{session.get_channel_display()} · {session.created_at:%Y-%m-%d %H:%M}",
+            "subtitle": f"{session.get_channel_display()} · {timezone.localtime(session.created_at):%Y-%m-%d %H:%M}",
             "session": session,
             "turns": selectors.conversation_transcript(session=session),
             "identities": identities,

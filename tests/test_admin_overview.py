@@ -111,3 +111,16 @@ def test_an_operator_sees_only_their_organizations_figures(client, organization,
     loner = User.objects.create_user("nobody", password="pw", is_staff=True)
     client.force_login(loner)
     assert "mj-overview" not in client.get("/admin/").content.decode()
+
+
+def test_the_overview_is_cached_per_organization_set(admin_client, organization, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.ADMIN_OVERVIEW_CACHE_SECONDS = 60
+    seed(organization, turns=[("completed", 120, "")])
+    assert "120 / 120 ms" in admin_client.get("/admin/").content.decode()
+    seed(organization, turns=[("completed", 999, "")])
+    assert "120 / 120 ms" in admin_client.get("/admin/").content.decode()  # within the cache time
+    cache.clear()
+    assert "560 / 955 ms" in admin_client.get("/admin/").content.decode()
