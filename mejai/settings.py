@@ -226,6 +226,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mejai.api_glossary.descriptions_fill"],
     "ENUM_NAME_OVERRIDES": {
         "IdentityKindEnum": "endusers.models.Identity.Kind",
         "MemoryKindEnum": "endusers.models.Memory.Kind",

@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/auth/token/refresh", TokenRefreshView.as_view(), name="token-refresh"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("docs/<slug:name>", views.docs_page, name="docs-page"),  # docs/*.md, linked from the API docs
     path("", views.home, name="home"),
 ]
 

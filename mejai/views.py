@@ -84,3 +84,15 @@ def overview_cached(*, organizations: list) -> list:
         found = overview_build(organizations=organizations)
         cache.set(key, found, seconds)
     return found
+
+
+def docs_page(request, name: str):
+    """One page of the project's docs/ (the decisions), as UTF-8 markdown text: what API descriptions link to."""
+    from django.conf import settings
+    from django.http import Http404, HttpResponse
+
+    pages = {p.stem: p for p in (settings.BASE_DIR / "docs").glob("*.md")}
+    page = pages.get(name)
+    if page is None:
+        raise Http404("No such docs page.")
+    return HttpResponse(page.read_text(encoding="utf-8"), content_type="text/markdown; charset=utf-8")

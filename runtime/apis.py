@@ -205,8 +205,11 @@ class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
         parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 502: ERROR_SCHEMA},
-        description="JSON by default; `Accept: text/event-stream` or `?stream=1` streams events "
-        "`start`, `delta`, `message`, `error` (see docs/runtime-events.md).",
+        description="Send the end user's message and get the answer: the standard payload as JSON by default; "
+        "`Accept: text/event-stream` or `?stream=1` streams the events `start`, `delta`, `message`, `error`. "
+        "Multi-turn: pass back `session_id`, or send the same `external_id` "
+        "([conversations over the API](/docs/runtime#conversations-over-the-api-multi-turn-by-design)). "
+        "The events, the payload and the errors: [docs/runtime](/docs/runtime#the-event-vocabulary-version-1).",
     )
     async def post(self, request):
         if not isinstance(request.data, dict):
