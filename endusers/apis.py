@@ -12,8 +12,8 @@ from endusers import selectors, services
 from endusers.models import EndUser, Identity, Memory
 from mejai.errors import ApiError
 from mejai.params import BoundedLimitOffsetPagination, query_int
-from runtime.apis import ERROR_SCHEMA, JsonErrorsMixin
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
+from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 
 
 class IdentityOutput(serializers.ModelSerializer):

@@ -15,20 +15,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mejai.settings")
 
 logger = logging.getLogger(__name__)
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+IN_PROCESS_POOL = "mejai-job"
 
 
 def _in_process_executor() -> ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            from django.conf import settings
+    from django.conf import settings
 
-            _executor = ThreadPoolExecutor(
-                max_workers=settings.IN_PROCESS_JOB_THREADS, thread_name_prefix="mejai-job"
-            )
-        return _executor
+    from mejai.concurrency import executor
+
+    return executor(IN_PROCESS_POOL, settings.IN_PROCESS_JOB_THREADS)
 
 
 class InProcessResult:
@@ -79,3 +74,39 @@ class MejaiTask(Task):
 app = Celery("mejai", task_cls=MejaiTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+_beat_started = False
+_beat_lock = threading.Lock()
+
+
+def in_process_beat_start() -> bool:
+    """Without a broker there is no `celery beat`: run CELERY_BEAT_SCHEDULE on a daemon thread of this
+    process instead (started by the ASGI entry point, so only servers run it). False when not needed."""
+    global _beat_started
+    from django.conf import settings
+
+    if not settings.CELERY_IN_PROCESS:
+        return False
+    with _beat_lock:
+        if _beat_started:
+            return True
+        _beat_started = True
+    schedule = {name: float(entry["schedule"]) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()}
+
+    def run() -> None:
+        app.loader.import_default_modules()  # registers every app's tasks (autodiscovery is lazy)
+        due = {name: time.monotonic() + min(every, 5.0) for name, every in schedule.items()}
+        while True:
+            now = time.monotonic()
+            for name, at in due.items():
+                if at <= now:
+                    due[name] = now + schedule[name]
+                    try:
+                        app.tasks[settings.CELERY_BEAT_SCHEDULE[name]["task"]].apply_async()
+                    except Exception:
+                        logger.exception("periodic job %s could not start", name)
+            time.sleep(max(0.5, min(due.values()) - time.monotonic()))
+
+    threading.Thread(target=run, name="mejai-beat", daemon=True).start()
+    return True

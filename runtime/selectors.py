@@ -87,3 +87,11 @@ def conversations_annotate(queryset: QuerySet[Session]) -> QuerySet[Session]:
 def conversation_transcript(*, session: Session) -> list[Turn]:
     """The turns of a session, oldest first, with their prompt versions (for the transcript page)."""
     return list(Turn.objects.filter(session=session).select_related("prompt_version").order_by("seq"))
+
+
+def prompt_template_get_for_org(*, organization: Organization, name: str) -> PromptTemplate:
+    """The organization's prompt of that name with its versions; ApiError 404 `not_found` otherwise."""
+    template = PromptTemplate.objects.prefetch_related("versions").filter(organization=organization, name=name).first()
+    if template is None:
+        raise ApiError("not_found", "프롬프트를 찾을 수 없습니다. (Prompt not found.)", 404)
+    return template

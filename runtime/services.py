@@ -24,12 +24,14 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from mejai.concurrency import db_release
 from mejai.errors import ApiError
-from runtime import commands, signals
+from runtime import commands, selectors, signals
 from runtime.clients.llm import LLMError, LLMRequest, TextDelta, ToolCall, Usage, provider_get
 from runtime.context import context_build
 from runtime.events import TurnEvent, event_delta, event_error, event_message, event_start
-from runtime.models import Agent, Organization, Session, Turn
+from runtime.identities import end_user_resolve
+from runtime.models import Agent, Channel, Organization, Session, Turn
 from runtime.text import user_text_validate
 
 logger = logging.getLogger(__name__)
@@ -180,6 +182,21 @@ def turn_start(
         return Turn.objects.select_related("session", "session__agent", "session__organization").get(pk=turn.pk), True
     locked.organization, locked.agent = organization, agent
     return turn, True
+
+
+def turn_store_without_answer(*, turn_id, code: str, message: str) -> bool:
+    """Keep a pending message without answering it (status `stored`), so it does not hold up the
+    session's later turns; `code`/`message` say why. False when the turn was not pending."""
+    return bool(Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
+        status=Turn.Status.STORED, error_code=code[:40], error=message[:500], completed_at=timezone.now()
+    ))
+
+
+def turn_reopen(*, turn_id) -> bool:
+    """Make a `stored` turn answerable again (pending), e.g. when its delivery is retried."""
+    return bool(Turn.objects.filter(pk=turn_id, status=Turn.Status.STORED).update(
+        status=Turn.Status.PENDING, error_code="", error="", completed_at=None
+    ))
 
 
 def turn_payload(turn: Turn) -> dict:
@@ -347,7 +364,8 @@ def _turn_reload(turn_id) -> Turn:
     )
 
 
-def _replay(turn: Turn) -> list[TurnEvent]:
+def turn_replay_events(turn: Turn) -> list[TurnEvent]:
+    """The one replay of a stored, finished turn: `start` (replayed) then `message` or `error`."""
     events = [event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq, replayed=True)]
     if turn.status == Turn.Status.COMPLETED:
         events.append(event_message(turn_payload(turn)))
@@ -364,6 +382,55 @@ def _replay(turn: Turn) -> list[TurnEvent]:
     return events
 
 
+# --- the runtime API's own callers ------------------------------------------------------
+
+def api_chat_prepare(*, organization: Organization, data: dict) -> dict:
+    """Resolve agent, session and end user of a runtime API call (`POST /api/runtime/chat`); the
+    kwargs for turn_start. `data`: message, session_id?, new_session?, client_message_id?, external_id?, agent?,
+    context?, metadata?. Without session_id, an external_id continues that person's open API session with
+    the agent (RUNTIME_API_SESSION_IDLE_MINUTES). ApiError 404 for a session or agent that is not the organization's."""
+    session = None
+    if data.get("session_id"):
+        session = selectors.session_get_for_org(organization=organization, session_id=data["session_id"])
+    # A session keeps its agent; the lookup only matters when it can fail (a named or inactive agent).
+    if session is None or data.get("agent") or not session.agent.is_active:
+        agent = selectors.agent_for_org(organization=organization, name=data.get("agent") or None)
+    end_user = None
+    external_id = (data.get("external_id") or "").strip()
+    if external_id:
+        # The caller holds an API key: its external id is a verified identity.
+        end_user = end_user_resolve(organization=organization, kind="external_id", value=external_id, verified=True)
+    if session is not None:
+        agent = session.agent
+        if end_user is not None and session.end_user_id not in (None, end_user.pk):
+            raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
+    elif end_user is not None and not data.get("new_session"):
+        # Multi-turn by design (docs/runtime.md): the person's open conversation with this agent continues.
+        session = selectors.session_open_for_end_user(
+            organization=organization, agent=agent, channel=Channel.API, end_user=end_user,
+            idle_minutes=settings.RUNTIME_API_SESSION_IDLE_MINUTES)
+    metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
+    locale = (data.get("context") or {}).get("locale")
+    if isinstance(locale, str) and locale.strip():
+        metadata["locale"] = locale.strip()[:16]  # the session's language, e.g. for command replies
+    return dict(
+        organization=organization,
+        agent=agent,
+        channel=Channel.API,
+        text=data["message"],
+        session=session,
+        end_user=end_user,
+        client_message_id=data.get("client_message_id") or "",
+        idempotency_scope=f"external:{external_id}",
+        session_metadata={**metadata, "external_id": external_id} if external_id else metadata,
+    )
+
+
+def api_chat_start(*, organization: Organization, data: dict) -> tuple[Turn, bool]:
+    """Resolve and store a runtime API message in one thread hop: (turn, created)."""
+    return turn_start(**api_chat_prepare(organization=organization, data=data))
+
+
 # --- answering -------------------------------------------------------------------------
 
 async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
@@ -378,7 +445,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
             yield event_error(code="turn_in_progress", message="This message is still being answered.",
                               session_id=turn.session_id, turn_id=turn.id, retryable=True)
             return
-        for event in _replay(await sync_to_async(_turn_reload)(turn.id)):
+        for event in turn_replay_events(await sync_to_async(_turn_reload)(turn.id)):
             yield event
         return
 
@@ -400,7 +467,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
         turn = await sync_to_async(_turn_begin)(turn.id)
     yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
 
-    matched = commands.command_match(turn.user_text)
+    matched = commands.command_match(turn.user_text, channel=turn.session.channel)
     if matched:
         async for event in _answer_command(turn, *matched, started=started):
             yield event
@@ -446,8 +513,8 @@ def _context_build_released(*, session: Session, turn: Turn, page: dict):
     call that follows can take seconds, and a connection held through it would cap the turns a
     process answers at once at the pool's size. (Pooled PostgreSQL only, outside transactions.)"""
     context = context_build(session=session, turn=turn, page=page)
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
-        connection.close()
+    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        db_release()
     return context
 
 
