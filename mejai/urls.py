@@ -9,12 +9,14 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from mejai import views
 from runtime import health
+from runtime.admin_conversations import agent_try_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # The admin index with the operator's overview (mejai/overview.py); everything else is admin's own.
     path("admin/", admin.site.admin_view(views.admin_index), name="admin-overview"),
+    path("admin/runtime/agent/<int:agent_id>/try/", admin.site.admin_view(agent_try_view), name="admin-agent-try"),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),  # set_language: the console's 한국어 / English switch
     path("api/runtime/", include("runtime.urls")),

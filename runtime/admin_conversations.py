@@ -35,7 +35,9 @@ class ConversationAdmin(OrganizationScopedAdmin):
     ordering = ["-last_activity_at"]
 
     def get_queryset(self, request):
-        return selectors.conversations_annotate(super().get_queryset(request))
+        # "Test this agent" chats are the operator's own tries, not customers' conversations.
+        queryset = super().get_queryset(request).exclude(metadata__has_key="preview", metadata__preview=True)
+        return selectors.conversations_annotate(queryset)
 
     # Read-only: a transcript is a record, not a form.
     def has_add_permission(self, request):
@@ -115,3 +117,53 @@ class ConversationAdmin(OrganizationScopedAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/runtime/conversation/transcript.html", context)
+
+
+def agent_try_view(request, agent_id):
+    """'Test this agent' on the agent's admin page: a chat through the real pipeline in preview mode.
+
+    The conversation is an API-channel session marked `metadata.preview` (so the overview and every
+    statistic leave it out) and tied to the operator's browser session; "start over" begins a new one.
+    """
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404, HttpResponseRedirect
+
+    from mejai.errors import ApiError
+    from runtime.models import Agent, Channel
+    from runtime.services import turn_run
+
+    agent_admin = admin.site._registry[Agent]
+    if not agent_admin.has_view_permission(request):
+        raise PermissionDenied
+    agent = agent_admin.get_queryset(request).filter(pk=agent_id).select_related("organization").first()
+    if agent is None:
+        raise Http404
+    key = f"mejai-agent-try-{agent.pk}"
+    session = Session.objects.filter(pk=request.session.get(key), agent=agent).first() if request.session.get(key) else None
+    error = ""
+    if request.method == "POST":
+        if request.POST.get("restart"):
+            request.session.pop(key, None)
+            return HttpResponseRedirect(request.path)
+        text = request.POST.get("message", "")
+        try:
+            outcome = turn_run(organization=agent.organization, agent=agent, channel=Channel.API, text=text,
+                               session=session, session_metadata={"preview": True,
+                                                                  "tester": request.user.get_username()})
+        except ApiError as exc:
+            from mejai.error_messages import message_bilingual
+
+            error = message_bilingual(exc.code, exc.message)
+        else:
+            request.session[key] = str(outcome.session_id)
+            return HttpResponseRedirect(request.path)
+    context = {
+        **admin.site.each_context(request),
+        "opts": Agent._meta,
+        "title": _("Test this agent"),
+        "subtitle": agent.name,
+        "agent": agent,
+        "turns": selectors.conversation_transcript(session=session) if session else [],
+        "error": error,
+    }
+    return TemplateResponse(request, "admin/runtime/agent/try.html", context)

@@ -87,6 +87,11 @@ def admin_urls() -> list[tuple[str, str]]:
         if obj is not None:
             urls.append((f"{label}-change", reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
                                                     args=[obj.pk])))
+    from runtime.models import Agent
+
+    agent = Agent.objects.order_by("pk").first()
+    if agent is not None:
+        urls.append(("runtime-agent-try", f"/admin/runtime/agent/{agent.pk}/try/"))
     urls.append(("api-docs", "/api/docs/"))
     return urls
 
