@@ -3,7 +3,9 @@
 import importlib.util
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
@@ -25,6 +27,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("docs/<slug:name>", views.docs_page, name="docs-page"),  # docs/*.md, linked from the API docs
+    # Small things a browser and a new user look for: a favicon, and /app/ leading to the app's page.
+    path("favicon.ico", RedirectView.as_view(url=static("mejai/favicon.svg"), permanent=True), name="favicon"),
+    path("app/", RedirectView.as_view(url="/app/settings/?tab=quickstart"), name="app-index"),
     path("", views.home, name="home"),
 ]
 
