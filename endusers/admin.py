@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.template.response import TemplateResponse
 
 from endusers import services
 from endusers.models import (
@@ -62,7 +63,7 @@ class EndUserAdmin(OrganizationScopedAdmin):
     readonly_fields = ["organization", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
     fields = ["organization", "display_name", "profile", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
     inlines = [IdentityInline, EndUserSessionInline, MemoryInline]
-    actions = ["merge_into_oldest", "erase"]
+    actions = ["merge_selected", "erase"]
     list_select_related = ["organization"]
 
     def get_queryset(self, request):
@@ -83,20 +84,39 @@ class EndUserAdmin(OrganizationScopedAdmin):
     def sessions_count(self, obj):
         return obj._sessions
 
-    @admin.action(description="Merge selected end users into the oldest one")
-    def merge_into_oldest(self, request, queryset):
+    @admin.action(description="선택한 사용자 합치기 (확인 후) · Merge selected end users (after a confirmation)")
+    def merge_selected(self, request, queryset):
+        """Shows the plan (direction, trust, identities moving or detached, risks); merges on confirmation.
+
+        The kept end user is the oldest verified one (a verified person is never merged into an
+        unverified end user), or the oldest when none is verified.
+        """
         users = list(queryset.order_by("created_at", "pk"))
         if len(users) < 2:
             self.message_user(request, "Select at least two end users to merge.", messages.WARNING)
-            return
-        target = users[0]
-        for source in users[1:]:
+            return None
+        target = next((u for u in users if services.end_user_trust(u) == services.TRUST_VERIFIED), users[0])
+        sources = [u for u in users if u.pk != target.pk]
+        if request.POST.get("post") == "yes":
+            for source in sources:
+                try:
+                    services.end_user_merge(source=source, target=target, actor=f"admin:{request.user.get_username()}")
+                except ApiError as exc:
+                    self.message_user(request, f"#{source.pk}: {exc.message}", messages.ERROR)
+                    continue
+                self.message_user(request, f"#{source.pk} merged into #{target.pk}.", messages.SUCCESS)
+            return None
+        plans, refusals = [], []
+        for source in sources:
             try:
-                services.end_user_merge(source=source, target=target, actor=f"admin:{request.user.get_username()}")
+                plans.append(services.merge_plan(source=source, target=target).as_dict())
             except ApiError as exc:
-                self.message_user(request, f"#{source.pk}: {exc.message}", messages.ERROR)
-                continue
-            self.message_user(request, f"#{source.pk} merged into #{target.pk}.", messages.SUCCESS)
+                refusals.append(f"#{source.pk}: {exc.message}")
+        return TemplateResponse(request, "admin/endusers/enduser/merge_confirmation.html", {
+            **self.admin_site.each_context(request), "title": "합치기 확인 · Confirm the merge", "target": target,
+            "target_trust": services.end_user_trust(target), "plans": plans, "refusals": refusals,
+            "queryset": users, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "opts": self.model._meta,
+        })
 
     @admin.action(description="Erase personal data of selected end users")
     def erase(self, request, queryset):

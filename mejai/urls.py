@@ -7,11 +7,12 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
 from mejai import views
 from runtime import health
 from runtime.admin_conversations import agent_try_view
+from runtime.auth import staff_token_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -22,7 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),  # set_language: the console's 한국어 / English switch
     path("api/runtime/", include("runtime.urls")),
-    path("api/auth/token", TokenObtainPairView.as_view(), name="token-obtain"),
+    path("api/auth/token", staff_token_view(), name="token-obtain"),
     path("api/auth/token/refresh", TokenRefreshView.as_view(), name="token-refresh"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

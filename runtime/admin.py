@@ -42,6 +42,20 @@ for _model, _admin in ((get_user_model(), UserAdmin), (Group, GroupAdmin)):
     admin.site.register(_model, type(f"Scoped{_admin.__name__}", (SuperuserOnlyMixin, _admin), {}))
 
 
+def _axes_admin_register() -> None:
+    """Failed-login records (django-axes) hold usernames and addresses of every organization: superusers only."""
+    from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    for model, model_admin in ((AccessAttempt, AccessAttemptAdmin), (AccessLog, AccessLogAdmin),
+                               (AccessFailureLog, AccessFailureLogAdmin)):
+        if not admin.site.is_registered(model):
+            admin.site.register(model, type(f"Scoped{model_admin.__name__}", (SuperuserOnlyMixin, model_admin), {}))
+
+
+_axes_admin_register()
+
+
 @admin.register(Organization)
 class OrganizationAdmin(SuperuserEditOnlyAdmin):
     list_display = ["name", "slug", "created_at"]
