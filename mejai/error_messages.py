@@ -49,6 +49,7 @@ KO_BY_CODE = {
     "not_joined": "먼저 위젯 토큰으로 join 프레임을 보내 주세요.",
     "nothing_to_roll_back": "되돌릴 이전 활성 버전이 없어요.",
     "payload_too_large": "요청 본문이 너무 커요.",
+    "login_locked": "로그인 시도가 너무 많아 잠시 잠겼어요. 잠시 후 다시 시도해 주세요.",
     "length_required": "요청 본문의 길이(Content-Length)가 필요해요.",
     "rate_limited": "요청이 너무 많아요. 잠시 후 다시 시도해 주세요.",
     "server_error": "예기치 않은 오류가 발생했어요.",

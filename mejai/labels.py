@@ -102,3 +102,17 @@ def labels_translate() -> None:
         for _, function in inspect.getmembers(owner, inspect.isfunction):
             if getattr(function, "short_description", None):
                 function.short_description = _lazy(function.short_description)
+
+
+# drf-spectacular's ENUM_NAME_OVERRIDES: the fields' own (translated) choices, so an override matches its
+# field in every language (the enum classes' labels stay English while the fields' are translated).
+def identity_kind_choices():
+    from endusers.models import Identity
+
+    return list(Identity._meta.get_field("kind").choices)
+
+
+def memory_kind_choices():
+    from endusers.models import Memory
+
+    return list(Memory._meta.get_field("kind").choices)

@@ -264,8 +264,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mejai.api_glossary.descriptions_fill"],
     "ENUM_NAME_OVERRIDES": {
-        "IdentityKindEnum": "endusers.models.Identity.Kind",
-        "MemoryKindEnum": "endusers.models.Memory.Kind",
+        "IdentityKindEnum": "mejai.labels.identity_kind_choices",
+        "MemoryKindEnum": "mejai.labels.memory_kind_choices",
     },
 }
 

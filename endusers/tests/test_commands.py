@@ -109,13 +109,13 @@ def test_forgetting_a_name_keeps_a_different_display_name(organization):
 
 def test_organization_knowledge_is_not_presented_as_the_visitors_memory(chat, api_key, organization, offline_llm):
     """Issue 11, 12: a brand-new visitor asks about delivery; the answer words org knowledge as information."""
-    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요")
+    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요", is_public=True)
     reply = say(chat, api_key, "배송은 얼마나 걸려요?", external_id="brand-new")
     assert "기억하고" not in reply and "기억" not in reply
     assert "안내 정보" in reply and "배송은 결제 후 2~3일 걸려요" in reply
     assert say(chat, api_key, "/메모리", external_id="brand-new").startswith("아직 기억하고 있는 내용이 없어요")
 
-    memory_add(organization=organization, text="Delivery takes 2-3 days after payment")
+    memory_add(organization=organization, text="Delivery takes 2-3 days after payment", is_public=True)
     english = say(chat, api_key, "How long does delivery take?", external_id="brand-new-en")
     assert "remember" not in english and "general information" in english and "2-3 days" in english
 
@@ -124,7 +124,7 @@ def test_the_model_is_told_which_facts_are_the_persons_and_which_the_organizatio
         chat, api_key, organization, fake_llm):
     person = identity_resolve(organization=organization, kind="external_id", value="cust-9", verified=True)
     memory_add(end_user=person, text="배송지는 부산 해운대")
-    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요")
+    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요", is_public=True)
     say(chat, api_key, "배송 언제 와요?", external_id="cust-9")
     chat = [r for r in fake_llm.requests if r["messages"][-1]["content"] == "배송 언제 와요?"]  # not an extraction
     system = chat[-1]["messages"][0]["content"]
