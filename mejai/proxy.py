@@ -83,9 +83,20 @@ def client_ip(meta: dict) -> str:
     return client_address(peer=meta.get("REMOTE_ADDR") or "", forwarded_for=meta.get("HTTP_X_FORWARDED_FOR", ""))
 
 
-def client_ip_of_request(request) -> str:
-    """The client's address of a request (django-axes' AXES_CLIENT_IP_CALLABLE); DRF requests too."""
-    return client_ip(getattr(request, "META", {}) or {})
+def client_ip_of_request(request) -> str | None:
+    """The client's address of a request (django-axes' AXES_CLIENT_IP_CALLABLE); DRF requests too.
+
+    None when it is not an IP address (a request built in process, e.g. Django's test client
+    `force_login`, has no REMOTE_ADDR): axes stores it in a PostgreSQL inet column, which refuses "unknown".
+    """
+    import ipaddress
+
+    address = client_ip(getattr(request, "META", {}) or {})
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
 
 
 def client_ip_of_scope(scope: dict) -> str:
