@@ -219,6 +219,12 @@ RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000, minimum=1
 RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
 RUNTIME_HISTORY_TOKEN_BUDGET = env_int("RUNTIME_HISTORY_TOKEN_BUDGET", 3000)
 RUNTIME_HISTORY_MAX_TURNS = env_int("RUNTIME_HISTORY_MAX_TURNS", 20)
+# POST /api/runtime/chat with external_id and no session_id continues that person's open API session
+# with the same agent when its last message is at most this old; 0 = always start a new session.
+RUNTIME_API_SESSION_IDLE_MINUTES = env_int("RUNTIME_API_SESSION_IDLE_MINUTES", 30)
+# The admin index's overview (mejai/overview.py) is computed at most once per this many seconds per
+# organization set and language; 0 = every time.
+ADMIN_OVERVIEW_CACHE_SECONDS = env_int("ADMIN_OVERVIEW_CACHE_SECONDS", 60)
 RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, minimum=0.1)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
@@ -238,7 +244,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "mejai.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "mejai.params.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
 SIMPLE_JWT = {
@@ -259,9 +265,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mejai.api_glossary.descriptions_fill"],
     "ENUM_NAME_OVERRIDES": {
-        "IdentityKindEnum": "endusers.models.Identity.Kind",
-        "MemoryKindEnum": "endusers.models.Memory.Kind",
+        "IdentityKindEnum": "mejai.labels.identity_kind_choices",
+        "MemoryKindEnum": "mejai.labels.memory_kind_choices",
     },
 }
 
