@@ -122,10 +122,10 @@ def generate(scale: dict) -> dict[str, float]:
 
 
 def measure(samples: int) -> dict:
+    from common import percentile
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from common import percentile
     from mejai.overview import overview_build
     from runtime.models import Organization, Turn
 

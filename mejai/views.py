@@ -54,7 +54,6 @@ def admin_index(request):
     """The admin index with the overview of the operator's organization (every organization for a superuser)."""
     from django.contrib import admin
 
-    from mejai.overview import overview_build
     from runtime.admin_scoping import request_organization, sees_every_organization
     from runtime.models import Organization
 

@@ -76,7 +76,7 @@ def demo_data(organization, agent):
 def admin_urls() -> list[tuple[str, str]]:
     """(name, path) of the index, every changelist, every add page and one change page per model with rows."""
     urls = [("index-overview", reverse("admin:index"))]
-    for model, model_admin in sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label):
+    for model in sorted(admin.site._registry, key=lambda item: item._meta.label):
         label = f"{model._meta.app_label}-{model._meta.model_name}"
         urls.append((f"{label}-list", reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")))
         try:
@@ -108,7 +108,7 @@ def test_screenshot_every_admin_page(browser, live_server_asgi, organization, ag
         context = browser.new_context(viewport=viewport, locale="ko-KR")
         context.add_cookies([{"name": "sessionid", "value": session_cookie, "url": live_server_asgi.url}])
         failures: list[str] = []
-        context.on("response", lambda r: r.status >= 400 and failures.append(f"HTTP {r.status} {r.url}"))
+        context.on("response", lambda r, failures=failures: r.status >= 400 and failures.append(f"HTTP {r.status} {r.url}"))
         page = context.new_page()
         for name, path in admin_urls():
             failures.clear()

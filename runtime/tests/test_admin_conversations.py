@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from endusers.models import EndUserMessage
 from endusers.services import identity_resolve
-from runtime.models import Agent, Membership, Organization, Session, Turn
+from runtime.models import Agent, Membership, Session, Turn
 
 
 def conversation(organization, *, texts, channel="web_widget", end_user=None, agent_name="support"):
