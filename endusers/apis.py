@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from endusers import selectors, services
 from endusers.models import EndUser, Identity, Memory
 from mejai.errors import ApiError
+from mejai.params import BoundedLimitOffsetPagination, query_int
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
 from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 
@@ -83,7 +83,7 @@ class ContactDetailOutput(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
-class CappedCountPagination(LimitOffsetPagination):
+class CappedCountPagination(BoundedLimitOffsetPagination):
     """limit/offset pages whose `count` stops at COUNT_CAP (`count_capped: true` then): counting 100k+
     contacts on every page costs more than the page itself; past the cap, narrow the list with `q`."""
 
@@ -198,10 +198,7 @@ class ContactMemorySearchApi(OperatorApi):
     def get(self, request, contact_id):
         """The contact's memories ranked for a query (full-text + trigram similarity)."""
         end_user = self.contact(contact_id)
-        try:
-            limit = min(max(int(request.query_params.get("limit", 10)), 1), 50)
-        except ValueError:
-            raise ApiError("invalid", "limit must be a number.", 400, field="limit") from None
+        limit = query_int(request.query_params, "limit", default=10, minimum=1, maximum=50)
         hits = selectors.memory_search(end_user=end_user, query=request.query_params.get("q", ""), limit=limit)
         return Response({"results": MemoryHitOutput(hits, many=True).data})
 
@@ -210,20 +207,35 @@ class ContactMergeApi(OperatorApi):
     class MergeInput(serializers.Serializer):
         into = serializers.IntegerField(min_value=1, max_value=selectors.MAX_ID,
                                         help_text="id of the contact that keeps everything")
+        dry_run = serializers.BooleanField(
+            default=False, help_text="true: only return the plan (direction, identities moving and detached, "
+                                     "warnings) without merging")
 
     InputSerializer = MergeInput
 
-    @extend_schema(request=MergeInput, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
+    @extend_schema(request=MergeInput, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA,
+                                                  409: ERROR_SCHEMA})
     def post(self, request, contact_id):
-        """Merge this contact into another one: identities, sessions, timeline and memories move."""
+        """Merge this contact into another one: identities, sessions, timeline and memories move.
+
+        Trust rule: into a verified contact, this contact's visitor keys and unverified identities
+        do not follow (they stay with a new anonymous contact); a verified contact cannot be merged
+        into an unverified one (409 `merge_into_unverified`). The answer carries `merge`: the plan
+        that was carried out (with `dry_run`, only the plan).
+        """
         source = self.contact(contact_id)
         data = self.InputSerializer(data=request.data if isinstance(request.data, dict) else {})
         data.is_valid(raise_exception=True)
-        target = EndUser.objects.filter(pk=data.validated_data["into"]).first()
+        # Another organization's contact is "not found", like any id that is not yours.
+        target = EndUser.objects.filter(pk=data.validated_data["into"], organization=source.organization_id).first()
         if target is None:
             raise ApiError("contact_not_found", "Contact not found.", 404, field="into")
+        plan = services.merge_plan(source=source, target=target).as_dict()
+        if data.validated_data["dry_run"]:
+            return Response({"merge": plan})
         target = services.end_user_merge(source=source, target=target, actor=request.user.label)
-        return Response(ContactOutput(EndUser.objects.prefetch_related("identities").get(pk=target.pk)).data)
+        contact = ContactOutput(EndUser.objects.prefetch_related("identities").get(pk=target.pk)).data
+        return Response({**contact, "merge": plan})
 
 
 class ContactEraseApi(OperatorApi):

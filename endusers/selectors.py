@@ -226,27 +226,36 @@ def grounding_for(*, end_user: EndUser, organization, query: str):
     if preferences:
         profile["preferences"] = preferences
     memories: list[dict] = []
+    knowledge: list[dict] = []
     query = " ".join((query or "").split())[:MAX_QUERY_CHARS]
     if query:
-        hits = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
-                           limit=GROUNDING_MEMORIES)
-        hits += memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
-                            limit=GROUNDING_MEMORIES)
-        hits.sort(key=lambda h: -h.score)
-        memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(hits[:GROUNDING_MEMORIES])]
-    return Grounding(profile=profile, memories=memories)
+        # Kept apart: what we know about this person vs. the organization's general knowledge, so neither
+        # the model nor the offline answer presents the organization's knowledge as the person's memory.
+        own = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
+                          limit=GROUNDING_MEMORIES)
+        # Internal org-wide knowledge (discount codes, staff notes) reaches only the organization's own
+        # staff (an `account` identity, the assistant channel); customers get the public memories.
+        staff = Identity.objects.filter(end_user=end_user, kind="account", verified=True).exists()
+        shared = memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
+                             limit=GROUNDING_MEMORIES, public_only=not staff)
+        memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(own)]
+        knowledge = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(shared)]
+    return Grounding(profile=profile, memories=memories, knowledge=knowledge)
 
 
 @dataclass
 class DuplicateCandidate:
     source: EndUser  # holds the value only as an unverified claim
-    target: EndUser  # holds the identity
+    target: EndUser  # holds the identity, verified
     kind: str
     value: str
+    # A typed value proves nothing: such a match is never a merge proposal until the operator has
+    # proof of ownership (e.g. the person signs in, or answers a code sent to that address).
+    proven: bool = False
 
 
 def duplicate_candidates(*, organization=None) -> list[DuplicateCandidate]:
-    """End users who claimed an email or phone that another end user holds verified."""
+    """End users who claimed an email or phone that another end user holds verified (all unproven claims)."""
     users = EndUser.objects.filter(merged_into__isnull=True, erased_at__isnull=True, profile__has_key="claims")
     if organization is not None:
         users = users.filter(organization=organization)
@@ -262,5 +271,5 @@ def duplicate_candidates(*, organization=None) -> list[DuplicateCandidate]:
                 .first()
             )
             if identity is not None and identity.end_user.merged_into_id is None:
-                found.append(DuplicateCandidate(user, identity.end_user, kind, value))
+                found.append(DuplicateCandidate(user, identity.end_user, kind, value, proven=False))
     return found

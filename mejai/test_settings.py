@@ -7,6 +7,7 @@ os.environ.setdefault("MEJAI_VAR_DIR", "/tmp/mejai-test-var")
 
 from .settings import *  # noqa: E402,F403
 
+ADMIN_OVERVIEW_CACHE_SECONDS = 0  # tests read the figures they just stored
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 
@@ -21,6 +22,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # Close connections at the end of each request so live-server threads leave none open at teardown.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+
+# Readiness answers are cached per process in production; tests check each state afresh.
+READYZ_CACHE_SECONDS = 0
 
 # No periodic-job thread in the test process (the ASGI module is imported by live-server tests):
 # tests run the periodic jobs themselves.
