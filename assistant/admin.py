@@ -3,17 +3,11 @@
 from django.contrib import admin
 
 from assistant.models import AssistantClient, DelegatedTask, Report
+from runtime.admin_scoping import OrganizationScopedAdmin
 
 
-class OrganizationScopedAdmin(admin.ModelAdmin):
-    """Staff see their own organization's rows; superusers see all."""
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        membership = getattr(request.user, "mejai_membership", None)
-        return queryset.filter(organization=membership.organization) if membership else queryset.none()
+class ReadOnlyScopedAdmin(OrganizationScopedAdmin):
+    """Rows the assistant writes: operators look, never edit."""
 
     def has_add_permission(self, request):
         return False
@@ -23,17 +17,17 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
 
 @admin.register(DelegatedTask)
-class DelegatedTaskAdmin(OrganizationScopedAdmin):
+class DelegatedTaskAdmin(ReadOnlyScopedAdmin):
     list_display = ("id", "status", "instruction", "client", "agent", "created_at", "finished_at")
     list_filter = ("status",)
     search_fields = ("instruction",)
 
 
 @admin.register(Report)
-class ReportAdmin(OrganizationScopedAdmin):
+class ReportAdmin(ReadOnlyScopedAdmin):
     list_display = ("id", "client", "task", "external_task_id", "created_at", "delivered_at")
 
 
 @admin.register(AssistantClient)
-class AssistantClientAdmin(OrganizationScopedAdmin):
+class AssistantClientAdmin(ReadOnlyScopedAdmin):
     list_display = ("client_id", "user", "organization", "created_at", "last_seen_at")

@@ -26,20 +26,24 @@ class ReportCreateApi(JsonErrorsMixin, APIView):
     permission_classes = [HasOrganization]
     parser_classes = [LimitedJSONParser]
 
-    class InputSerializer(serializers.Serializer):
-        content = serializers.CharField(max_length=reports.MAX_REPORT_CHARS, trim_whitespace=True)
-        client_id = serializers.CharField(required=False, max_length=64)
-        user = serializers.CharField(required=False, max_length=150)
-        task_id = serializers.CharField(required=False, max_length=100, allow_blank=True)
+    class ReportInputSerializer(serializers.Serializer):
+        content = serializers.CharField(max_length=reports.MAX_REPORT_CHARS, trim_whitespace=True,
+                                        help_text="The report, markdown (shown with the safe renderer).")
+        client_id = serializers.CharField(required=False, max_length=64,
+                                          help_text="The client_id to report to (exactly one of client_id and user).")
+        user = serializers.CharField(required=False, max_length=150,
+                                     help_text="The username of a member of the key's organization.")
+        task_id = serializers.CharField(required=False, max_length=100, allow_blank=True,
+                                        help_text="Your own id of the finished job, sent as the frame's task_id.")
 
-    class OutputSerializer(serializers.Serializer):
+    class ReportOutputSerializer(serializers.Serializer):
         report_id = serializers.IntegerField()
         client_id = serializers.CharField(allow_null=True)
         status = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(request=ReportInputSerializer, responses={201: ReportOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=json_object(request))
+        data = self.ReportInputSerializer(data=json_object(request))
         data.is_valid(raise_exception=True)
         values = data.validated_data
         organization = request.user.organization
@@ -60,7 +64,7 @@ class ReportCreateApi(JsonErrorsMixin, APIView):
         report = reports.report_create(organization=organization, content=values["content"], client=client, user=user,
                                        external_task_id=values.get("task_id") or "")
         body = {"report_id": report.pk, "client_id": client.client_id if client else None, "status": "queued"}
-        return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
+        return Response(self.ReportOutputSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class StatusApi(JsonErrorsMixin, APIView):
@@ -70,5 +74,14 @@ class StatusApi(JsonErrorsMixin, APIView):
     authentication_classes = OPERATOR_AUTHENTICATION
     permission_classes = [HasOrganization]
 
+    class StatusOutputSerializer(serializers.Serializer):
+        sockets_this_process = serializers.IntegerField()
+        clients = serializers.IntegerField()
+        clients_seen_last_hour = serializers.IntegerField()
+        turns = serializers.DictField(child=serializers.IntegerField())
+        tasks = serializers.DictField(child=serializers.IntegerField())
+        reports_pending = serializers.IntegerField()
+
+    @extend_schema(responses={200: StatusOutputSerializer})
     def get(self, request):
         return Response(selectors.assistant_status(organization=request.user.organization))

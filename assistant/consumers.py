@@ -154,7 +154,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def auth_frame(self, content: dict):
         if self.caller is not None:
-            raise ApiError("already_authenticated", protocol.message_for("already_authenticated"))
+            raise ApiError("already_authenticated", "이미 인증되었습니다. (Already authenticated.)")
         user = await database_sync_to_async(services.user_from_token)(raw_token=content.get("token"))
         await self.authenticate(user, last_seq=content.get("last_seq"))
 
@@ -216,7 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def stop(self):
         current = await database_sync_to_async(services.client_turn_current)(client=self.client)
         if current is None:
-            raise ApiError("nothing_to_stop", protocol.message_for("nothing_to_stop"))
+            raise ApiError("nothing_to_stop", "멈출 답변이 없습니다. (There is no answer to stop.)")
         await database_sync_to_async(answering.answer_cancel)(turn_id=current.turn_id)
 
     # --- delivery in seq order ---------------------------------------------------------------

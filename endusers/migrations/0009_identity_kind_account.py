@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('endusers', '0007_memory_user_search_idx'),
+        ('endusers', '0008_memory_is_public'),
     ]
 
     operations = [
