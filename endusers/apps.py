@@ -15,6 +15,10 @@ class EndusersConfig(AppConfig):
 
         grounding_provider_register(receivers.grounding_provide)
         end_user_resolver_register(identity_resolve)
+        from endusers.privacy import mask_identity, mask_text
+        from runtime.identities import maskers_register
+
+        maskers_register(text=mask_text, identity=mask_identity)
         signals.turn_stored.connect(receivers.on_turn_stored, dispatch_uid="endusers.turn_stored")
         signals.turn_finished.connect(receivers.on_turn_finished, dispatch_uid="endusers.turn_finished")
         commands_register()

@@ -5,7 +5,7 @@ DRF's exception handler): a message that already holds Korean is kept; an Englis
 Korean text of its code in front. DRF's and Django's own messages (validation, 401, 405, 415…)
 are translated both ways with their gettext catalogs, placeholders included, so
 "이 필드는 필수 항목입니다." becomes "이 필드는 필수 항목입니다. (This field is required.)".
-See docs/errors.md.
+See docs/runtime.md ("Errors").
 """
 
 from __future__ import annotations

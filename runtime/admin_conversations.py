@@ -12,13 +12,13 @@ from django.utils.translation import gettext_lazy as _
 
 from runtime import selectors
 from runtime.admin_scoping import OrganizationScopedAdmin
+from runtime.identities import identity_mask, text_mask
 from runtime.models import Conversation, Session
 
 
 def _preview(text: str | None, limit: int = 60) -> str:
-    from endusers.privacy import mask_text  # masked like every other list of personal text
-
-    return truncatechars(mask_text(" ".join((text or "").split())), limit) if text else "—"
+    # masked like every other list of personal text (endusers registers the masking)
+    return truncatechars(text_mask(" ".join((text or "").split())), limit) if text else "—"
 
 
 @admin.register(Conversation)
@@ -97,10 +97,8 @@ class ConversationAdmin(OrganizationScopedAdmin):
             raise Http404
         identities = []
         if session.end_user_id:
-            from endusers.privacy import mask_identity
-
             identities = [
-                {"kind": i.get_kind_display(), "value": mask_identity(kind=i.kind, value=i.value), "verified": i.verified}
+                {"kind": i.get_kind_display(), "value": identity_mask(kind=i.kind, value=i.value), "verified": i.verified}
                 for i in session.end_user.identities.order_by("kind", "pk")
             ]
         context = {

@@ -28,3 +28,25 @@ def end_user_resolve(*, organization, kind: str, value: str, verified: bool):
     if _resolver is None:
         return None
     return _resolver(organization=organization, kind=kind, value=value, verified=verified)
+
+
+# --- masking personal text for operator lists (endusers registers its PII masking) -------------
+
+_text_masker: Callable[[str], str] | None = None
+_identity_masker: Callable[..., str] | None = None
+
+
+def maskers_register(*, text: Callable[[str], str], identity: Callable[..., str]) -> None:
+    """`text(s) -> str` masks emails, phones, cards in free text; `identity(*, kind, value) -> str` one identity."""
+    global _text_masker, _identity_masker
+    _text_masker, _identity_masker = text, identity
+
+
+def text_mask(text: str) -> str:
+    """Free text with personal data masked (unchanged when no masker is registered)."""
+    return _text_masker(text) if _text_masker is not None else text
+
+
+def identity_mask(*, kind: str, value: str) -> str:
+    """One identity's value masked for display (unchanged when no masker is registered)."""
+    return _identity_masker(kind=kind, value=value) if _identity_masker is not None else value
