@@ -182,6 +182,18 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
+# Model-server compatibility (docs/model-compatibility.md): optional parameters never sent,
+# the name of the token limit, and how long a refused parameter is remembered per base URL+model.
+LLM_OMIT_PARAMETERS = env_list("LLM_OMIT_PARAMETERS", "")
+LLM_MAX_TOKENS_PARAMETER = os.environ.get("LLM_MAX_TOKENS_PARAMETER", "max_tokens").strip() or "max_tokens"
+LLM_PARAMETER_MEMORY_SECONDS = env_int("LLM_PARAMETER_MEMORY_SECONDS", 86400)
+# /readyz model check: a GET /models probe cached this long, and an outage window fed by real calls.
+LLM_PROBE_SECONDS = env_int("LLM_PROBE_SECONDS", 30)
+LLM_PROBE_TIMEOUT = float(os.environ.get("LLM_PROBE_TIMEOUT", "2"))
+LLM_FAILURE_WINDOW_SECONDS = env_int("LLM_FAILURE_WINDOW_SECONDS", 120)
+LLM_FAILURE_THRESHOLD = env_int("LLM_FAILURE_THRESHOLD", 3)
+# Whether a model outage makes /readyz answer 503 (default: reported, status "degraded", 200).
+READYZ_REQUIRE_LLM = env_bool("READYZ_REQUIRE_LLM", False)
 
 # --- Runtime limits ----------------------------------------------------------------------
 RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000)

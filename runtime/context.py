@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
+from runtime.clients.stream import ReasoningSplitter
 from runtime.models import PromptVersion, Session, Turn
 from runtime.text import tokens_estimate
 
@@ -83,6 +84,17 @@ def _page_text(page: dict[str, Any]) -> str:
     return ("The customer is on this page: " + "; ".join(f"{k}: {v}" for k, v in allowed.items())) if allowed else ""
 
 
+def history_reply_clean(reply_text: str) -> str:
+    """A stored reply as history: without reasoning blocks (rows stored before they were
+    separated), stripped; "" when nothing visible is left."""
+    if "<think" in reply_text or "</think" in reply_text:
+        splitter = ReasoningSplitter()
+        splitter.feed(reply_text)
+        splitter.flush()
+        reply_text = splitter.visible
+    return reply_text.strip()
+
+
 def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> ConversationContext:
     """Build the model's messages: system + grounding + history (within a token budget) + this turn."""
     system_text, version = _system_prompt(session)
@@ -100,6 +112,9 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
     )
     history: list[dict] = []
     for user_text, reply_text in earlier:
+        reply_text = history_reply_clean(reply_text)
+        if not reply_text:
+            continue  # strict servers refuse an empty assistant message; such a turn has nothing to recall
         cost = tokens_estimate(user_text) + tokens_estimate(reply_text)
         if cost > budget:
             break
