@@ -31,6 +31,7 @@ from runtime.clients.llm import LLMError, LLMRequest, StreamEnd, TextDelta, Tool
 from runtime.context import context_build
 from runtime.events import TurnEvent, event_delta, event_error, event_message, event_start
 from runtime.models import Agent, Organization, Session, Turn
+from runtime.storage import storage_text
 from runtime.text import user_text_validate
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def turn_start(
     Without a session a new one is opened in the same transaction.
     """
     text = user_text_validate(text)
-    cmid = (client_message_id or "").strip()
+    cmid = storage_text((client_message_id or "").strip())  # hashed below: no lone surrogates
     if len(cmid) > 128:
         raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
     key = (

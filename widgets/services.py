@@ -1088,6 +1088,8 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     """Store a widget event; a form_submit also records its values as the visitor's claimed identities."""
     import json
 
+    from runtime.storage import storage_json
+
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise ApiError(
             "invalid_event_type", f"Unknown event type. Use one of: {', '.join(sorted(EVENT_TYPES))}.", 400,
@@ -1096,6 +1098,7 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     payload = payload if payload is not None else {}
     if not isinstance(payload, dict):
         raise ApiError("invalid", "payload must be an object.", 400, field="payload")
+    payload = storage_json(payload)  # NUL and lone surrogates (runtime.storage) before it is measured
     if len(json.dumps(payload, ensure_ascii=False, default=str).encode()) > MAX_EVENT_PAYLOAD_BYTES:
         raise ApiError("payload_too_large", f"An event payload is limited to {MAX_EVENT_PAYLOAD_BYTES:,} bytes.", 413,
                        field="payload")

@@ -358,3 +358,16 @@ def test_unusable_tool_call_is_a_warning_on_the_turn(client, api_key, fake_llm, 
     warnings = last_turn().diagnostics["warnings"]
     assert [w["code"] for w in warnings] == [code]
     assert "warnings" not in body and "diagnostics" not in body  # operator-visible only
+
+
+def test_operators_see_warnings_in_the_session_turns_api_of_their_organization_only(
+    client, api_key, other_api_key, fake_llm
+):
+    fake_llm.script(shapes.openai_stream(["답"], tool_calls=[{"index": 0, "function": fn(arguments="{}")}]))
+    session_id = ask(client, api_key).json()["session_id"]
+    url = f"/api/runtime/sessions/{session_id}/turns"
+    turns = client.get(url, HTTP_AUTHORIZATION=f"Bearer {api_key}").json()
+    rows = turns["results"] if isinstance(turns, dict) else turns
+    assert rows[0]["diagnostics"]["warnings"][0]["code"] == "tool_call_without_name"
+    other = client.get(url, HTTP_AUTHORIZATION=f"Bearer {other_api_key}")
+    assert other.status_code == 404 and "tool_call" not in other.content.decode()
