@@ -101,5 +101,5 @@ def test_turn_start_cleans_what_a_channel_passes(organization, agent):
     turn, _ = turn_start(organization=organization, agent=agent, channel="api", text="x\ud800y\x00",
                          client_message_id="cm\ud800\x00")
     turn.refresh_from_db()
-    assert turn.user_text == "xy" or "\ud800" not in turn.user_text
+    assert turn.user_text == "xy"
     assert turn.client_message_id == "cm\ufffd"
