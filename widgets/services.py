@@ -153,9 +153,18 @@ def pattern_parse(text: str) -> DomainPattern:
         hostport = hostport[2:]
     if "*" in hostport:
         raise PatternError("a wildcard is only allowed as the first label: *.example.com")
+    if hostport.startswith("["):
+        # CSP host-source grammar has no IP-literal form: Chromium rejects "http://[::1]:*" in
+        # frame-ancestors, so the embed page could never be framed there.
+        raise PatternError(
+            "IPv6 addresses cannot be allowed: a browser's frame-ancestors (CSP) cannot express them, "
+            "so the widget could not load there; use a host name such as localhost"
+        )
     host = host_normalize(hostport)
     if wildcard and "." not in host:
         raise PatternError("a wildcard needs a registrable domain: *.example.com, not *.com")
+    if wildcard and all(label.isdigit() for label in host.split(".")):
+        raise PatternError("a wildcard needs a domain name, not an IP address: *.example.com")
     return DomainPattern(scheme=scheme, host=host, wildcard=wildcard, port=port)
 
 
