@@ -45,10 +45,24 @@ def _check_broker() -> dict:
 
 
 def _check_llm() -> dict:
-    if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
-        return {"ok": True, "mode": "openai_compatible", "base_url": settings.OPENAI_BASE_URL or "https://api.openai.com/v1",
-                "model": settings.LLM_MODEL}
-    return {"ok": True, "mode": "offline", "warning": "no model configured; answers come from the offline provider"}
+    """The model, honestly: a cached cheap probe (GET /models) and the recent-failure window of
+    real calls (runtime.clients.llm_health). Either one failing makes it not ok."""
+    if not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL):
+        return {"ok": True, "mode": "offline", "warning": "no model configured; answers come from the offline provider"}
+    from runtime.clients.llm_health import llm_probe, llm_window_state
+
+    base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+    probe = llm_probe(base_url=base_url, api_key=settings.OPENAI_API_KEY)
+    window = llm_window_state()
+    result = {
+        "ok": bool(probe["ok"] and window["ok"]), "mode": "openai_compatible", "base_url": base_url,
+        "model": settings.LLM_MODEL, "probe": probe, "recent_failures": window["recent_failures"],
+    }
+    if not probe["ok"]:
+        result["error"] = probe.get("error") or "the model server did not answer the probe"
+    elif not window["ok"]:
+        result["error"] = f"{window['recent_failures']} model calls failed recently ({window['last_code']})"
+    return result
 
 
 async def readyz(request):
@@ -64,7 +78,12 @@ async def readyz(request):
     await run("database", sync_to_async(_check_database))
     await run("channel_layer", _check_channel_layer)
     await run("broker", sync_to_async(_check_broker, thread_sensitive=False))
-    await run("llm", sync_to_async(_check_llm))
-    ok = all(c.get("ok") for c in checks.values())
-    body = {"status": "ready" if ok else "unavailable", "checks": checks, "elapsed_ms": int((time.monotonic() - started) * 1000)}
+    await run("llm", sync_to_async(_check_llm, thread_sensitive=False))
+    # A model outage is reported but, unless READYZ_REQUIRE_LLM, does not take the process out of
+    # the load balancer: stored messages, commands, history and the offline paths still work,
+    # and every instance shares the same model server (all would go out at once).
+    required = [c for name, c in checks.items() if name != "llm" or settings.READYZ_REQUIRE_LLM]
+    ok = all(c.get("ok") for c in required)
+    status = "unavailable" if not ok else "ready" if checks["llm"].get("ok") else "degraded"
+    body = {"status": status, "checks": checks, "elapsed_ms": int((time.monotonic() - started) * 1000)}
     return JsonResponse(body, status=200 if ok else 503)
