@@ -362,6 +362,7 @@ def _turn_fail_unfinished(turn_id, *, intended: str | None) -> Turn | None:
     return None
 
 
+ANSWER_FAILED_MESSAGE = "답변하지 못했어요. 다시 시도해 주세요. (The answer failed; please try again.)"
 STORAGE_FAILED_MESSAGE = "답변을 저장하지 못했어요. 다시 시도해 주세요. (The answer could not be stored; please try again.)"
 
 
@@ -562,6 +563,17 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         )
         yield event_error(code=exc.code, message=exc.message, session_id=session.id, turn_id=turn.id,
                           retryable=exc.retryable or failed is None)
+        return
+    except Exception:
+        # A fault of ours while reading the answer: the turn still closes, and so does the stream.
+        logger.exception("turn %s: answering failed", turn.id)
+        await stream.aclose()
+        await _turn_finish_or_fail(
+            turn, status=Turn.Status.FAILED, reply_text="".join(parts), error_code="answer_failed",
+            error=ANSWER_FAILED_MESSAGE, ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+        )
+        yield event_error(code="answer_failed", message=ANSWER_FAILED_MESSAGE, session_id=session.id, turn_id=turn.id,
+                          retryable=True)
         return
     except (asyncio.CancelledError, GeneratorExit):
         # The client left: close the upstream stream, keep what was generated, mark the turn.

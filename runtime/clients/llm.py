@@ -193,8 +193,19 @@ class OpenAICompatibleProvider(LLMProvider):
                                retryable=exc.status_code >= 500, upstream=upstream) from exc
 
         assembler = ChatStreamAssembler(tool_names=tool_names)
+        lines = response.aiter_lines()
         try:
-            async for line in response.aiter_lines():
+            while True:
+                try:
+                    line = await lines.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - any read failure of the body (httpx or SDK types)
+                    if "Timeout" in type(exc).__name__:
+                        await _outage("llm_timeout")
+                        raise LLMError("llm_timeout", "The language model stopped answering.") from exc
+                    await _outage("llm_stream_broken")
+                    raise LLMError("llm_stream_broken", "The language model's answer was cut off.") from exc
                 text = assembler.feed_line(line)
                 if text:
                     yield TextDelta(text)
@@ -206,14 +217,6 @@ class OpenAICompatibleProvider(LLMProvider):
                                    upstream=upstream, warnings=assembler.state.warnings)
                 if assembler.state.done:
                     break
-        except LLMError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any read failure of the body (httpx or SDK types)
-            if "Timeout" in type(exc).__name__:
-                await _outage("llm_timeout")
-                raise LLMError("llm_timeout", "The language model stopped answering.") from exc
-            await _outage("llm_stream_broken")
-            raise LLMError("llm_stream_broken", "The language model's answer was cut off.") from exc
         finally:
             # Closing the response closes the upstream HTTP stream, also on cancellation.
             await response.aclose()

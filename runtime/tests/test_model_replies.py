@@ -371,3 +371,41 @@ def test_operators_see_warnings_in_the_session_turns_api_of_their_organization_o
     assert rows[0]["diagnostics"]["warnings"][0]["code"] == "tool_call_without_name"
     other = client.get(url, HTTP_AUTHORIZATION=f"Bearer {other_api_key}")
     assert other.status_code == 404 and "tool_call" not in other.content.decode()
+
+
+def test_a_fault_while_reading_the_answer_still_closes_turn_and_stream(client, api_key, fake_llm, monkeypatch):
+    from runtime.clients.stream import ChatStreamAssembler
+
+    def broken(self, line):
+        raise RuntimeError("a bug in assembly")
+
+    monkeypatch.setattr(ChatStreamAssembler, "feed_line", broken)
+    events = sse_events(ask(client, api_key, stream=True))
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "answer_failed"
+    assert last_turn().status == Turn.Status.FAILED
+
+
+# --- the splitter itself, at every cut ----------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "text,visible",
+    [
+        ("<think>a</think>b", "b"),
+        ("x<thinking>y</thinking>z<think>w</think>!", "xz!"),
+        ("no tags < here <thi", "no tags < here <thi"),
+        ("<think>never closed", ""),
+        ("a </think>b", "b"),
+        ("</thinking> 답", " 답"),
+    ],
+)
+def test_reasoning_splitter_every_cut(text, visible):
+    from runtime.clients.stream import ReasoningSplitter
+
+    for cut_a in range(len(text) + 1):
+        for cut_b in range(cut_a, len(text) + 1):
+            splitter = ReasoningSplitter()
+            shown = "".join(splitter.feed(piece) for piece in (text[:cut_a], text[cut_a:cut_b], text[cut_b:]))
+            shown += splitter.flush()
+            assert splitter.visible == visible, (cut_a, cut_b)
+            if not splitter.stray_close:
+                assert shown == visible, (cut_a, cut_b)

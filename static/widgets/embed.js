@@ -17,6 +17,7 @@
       rate: "메시지를 너무 빨리 보내고 있어요. {s}초 후에 다시 보낼게요.",
       error: "메시지를 보내지 못했어요.", retry: "다시 시도", failed: "전송 실패",
       model_down: "답변이 지연되고 있어요. 잠시 후 다시 시도해 주세요.",
+      truncated: "답변이 길이 제한으로 중간에 끊겼어요.",
       expired: "연결을 새로 고치는 중…", auth: "연결이 만료되었어요. 페이지를 새로 고쳐 주세요.",
       submit: "보내기", form_done: "받았어요. 감사합니다!", required: "필수 항목이에요.",
       bad_email: "올바른 이메일 주소를 입력해 주세요.", bad_phone: "올바른 전화번호를 입력해 주세요.",
@@ -33,6 +34,7 @@
       rate: "You're sending messages too quickly. Retrying in {s} s.",
       error: "Your message could not be sent.", retry: "Retry", failed: "Not sent",
       model_down: "The assistant is unavailable, try again shortly.",
+      truncated: "This answer was cut off at its length limit.",
       expired: "Refreshing the connection…", auth: "The chat connection expired. Please reload the page.",
       submit: "Submit", form_done: "Got it — thank you!", required: "This field is required.",
       bad_email: "Please enter a valid email address.", bad_phone: "Please enter a valid phone number.",
@@ -616,6 +618,9 @@
     Array.prototype.forEach.call(log.querySelectorAll(".mw-quick"), function (q) { q.parentNode.removeChild(q); });
   }
   function decorate(bot, payload) {
+    if (payload.truncated && !bot.querySelector(".mw-truncated")) {
+      bot.appendChild(el("div", "mw-truncated", T("truncated"))); // never shown as a whole answer
+    }
     var qrs = Array.isArray(payload.quick_replies) ? payload.quick_replies : [];
     if (qrs.length) {
       var box = el("div", "mw-quick");

@@ -852,3 +852,19 @@ def test_demo_allowlist_gives_a_frame_ancestors_chromium_accepts(mejai, organiza
     frame.wait_for_selector("#mw-log")
     csp_errors = [m for m in CONSOLE if "Content-Security-Policy" in m or "Content Security Policy" in m or "frame-ancestors" in m]
     assert csp_errors == [], csp_errors
+
+
+def test_truncated_answer_is_marked_not_shown_whole(mejai, widget, host_site, context_factory, fake_llm):
+    from runtime.fakes import shapes
+
+    fake_llm.script(shapes.openai_stream(["환불은 7일 이내", "에 가능하며, 다음 서류가"], finish="length"))
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    send(frame, "환불 서류 알려줘")
+    assert "다음 서류가" in last_reply(frame)
+    frame.wait_for_selector(".mw-row.mw-bot .mw-truncated")
+    assert "끊겼어요" in frame.text_content(".mw-truncated")
