@@ -391,11 +391,16 @@ def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
         turn_ids = EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id")
         counts = {
             "sessions": EndUserSession.objects.filter(end_user_id__in=people).count(),
-            "messages": Turn.objects.filter(pk__in=turn_ids).update(user_text="", reply_text="", payload={}, error=""),
+            # diagnostics too: an upstream error body can echo the prompt (runtime.clients.compat)
+            "messages": Turn.objects.filter(pk__in=turn_ids).update(
+                user_text="", reply_text="", payload={}, error="", diagnostics={}
+            ),
             "identities": Identity.objects.filter(end_user_id__in=people).delete()[1].get("endusers.Identity", 0),
             "memories": Memory.objects.filter(end_user_id__in=people).count(),
         }
-        Turn.objects.filter(author_id__in=people).exclude(user_text="").update(user_text="", reply_text="", payload={})
+        Turn.objects.filter(author_id__in=people).exclude(user_text="").update(
+            user_text="", reply_text="", payload={}, diagnostics={}
+        )
         Memory.objects.filter(end_user_id__in=people).delete()
         Session.objects.filter(end_user_id__in=people).update(metadata={"erased": True})
         EndUser.objects.filter(pk__in=people).update(display_name="", profile={})

@@ -93,14 +93,13 @@ class LLMProvider:
         raise NotImplementedError
 
     async def complete(self, request: LLMRequest) -> tuple[str, list[ToolCall], Usage | None]:
-        """Run a whole call and gather its text, tool calls and usage."""
-        parts, calls, usage, end = [], [], None, None
+        """Run a whole call: its visible text (reasoning removed), tool calls and usage;
+        LLMError when it fails or ends without the server saying it finished."""
+        calls, usage, end = [], None, None
         stream = self.stream(request)
         try:
             async for event in stream:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, ToolCall):
+                if isinstance(event, ToolCall):
                     calls.append(event)
                 elif isinstance(event, Usage):
                     usage = event

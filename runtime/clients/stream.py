@@ -288,8 +288,11 @@ class ChatStreamAssembler:
             usable.append(AssembledToolCall(slot.name, arguments))
         return usable
 
+    MAX_WARNINGS = 20  # a model emitting hundreds of broken calls must not bloat the turn row
+
     def _warn(self, code: str, tool: str, detail: str) -> None:
-        self.state.warnings.append({"code": code, "tool": tool[:64], "detail": detail[:200]})
+        if len(self.state.warnings) < self.MAX_WARNINGS:
+            self.state.warnings.append({"code": code, "tool": tool[:64], "detail": detail[:200]})
 
     def finish(self) -> str:
         """The stream ended: the visible text still held back (a partial tag that was text)."""
