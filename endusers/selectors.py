@@ -20,6 +20,15 @@ MAX_QUERY_CHARS = 200
 MAX_ID = 2**63 - 1
 
 
+def end_user_canonical(end_user: EndUser) -> EndUser:
+    """Follow merges to the end user that holds the data now."""
+    seen = set()
+    while end_user.merged_into_id and end_user.pk not in seen:
+        seen.add(end_user.pk)
+        end_user = EndUser.objects.get(pk=end_user.merged_into_id)
+    return end_user
+
+
 def id_parse(value) -> int | None:
     """A positive database id from user input ('12', '#12'), or None."""
     try:
@@ -203,7 +212,6 @@ def memory_search_org(*, organization, query: str, limit: int = 10) -> list[Memo
 
 def grounding_for(*, end_user: EndUser, organization, query: str):
     """Profile (name, preferences) and the top memories for this message — the context builder's input."""
-    from endusers.services import end_user_canonical
     from runtime.context import Grounding
 
     end_user = end_user_canonical(end_user)

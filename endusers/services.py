@@ -14,6 +14,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from endusers import selectors
 from endusers.conf import MEMORY_MAX_CHARS
 from endusers.models import (
     EndUser,
@@ -38,15 +39,6 @@ PROFILE_KEYS = {"name": "이름", "email": "이메일", "phone": "전화번호"}
 
 # --- end users and identities --------------------------------------------------------------
 
-def end_user_canonical(end_user: EndUser) -> EndUser:
-    """Follow merges to the end user that holds the data now."""
-    seen = set()
-    while end_user.merged_into_id and end_user.pk not in seen:
-        seen.add(end_user.pk)
-        end_user = EndUser.objects.get(pk=end_user.merged_into_id)
-    return end_user
-
-
 def _touch(end_user: EndUser) -> None:
     EndUser.objects.filter(pk=end_user.pk).update(last_seen_at=timezone.now())
 
@@ -66,7 +58,7 @@ def identity_resolve(*, organization, kind: str, value: str, verified: bool, dis
     display_name = (display_name or "").strip()[:100]
     identity = Identity.objects.select_related("end_user").filter(organization=organization, kind=kind, value=value).first()
     if identity is not None and (identity.verified or not verified or kind in BEARER_KINDS):
-        end_user = end_user_canonical(identity.end_user)
+        end_user = selectors.end_user_canonical(identity.end_user)
         if verified and not identity.verified:
             Identity.objects.filter(pk=identity.pk).update(verified=True)
         if display_name and not end_user.display_name:
@@ -91,7 +83,7 @@ def identity_resolve(*, organization, kind: str, value: str, verified: bool, dis
     except IntegrityError:
         # Another request created or verified it first.
         identity = Identity.objects.select_related("end_user").get(organization=organization, kind=kind, value=value)
-        return end_user_canonical(identity.end_user)
+        return selectors.end_user_canonical(identity.end_user)
 
 
 def identity_claim(*, end_user: EndUser, kind: str, value: str) -> Identity | None:
@@ -110,7 +102,7 @@ def identity_claim(*, end_user: EndUser, kind: str, value: str) -> Identity | No
     if not (value or "").strip():
         return None
     value = identity_value_normalize(kind=kind, value=value)
-    end_user = end_user_canonical(end_user)
+    end_user = selectors.end_user_canonical(end_user)
     organization_id = end_user.organization_id
     held = Identity.objects.filter(organization_id=organization_id, kind=kind, value=value).first()
     if held is not None and held.end_user_id != end_user.pk:
@@ -139,7 +131,7 @@ def profile_name_set(*, end_user: EndUser, name: str, turn=None) -> EndUser:
     name = name_normalize(name)
     if not name_valid(name):
         raise ApiError("invalid_name", "이름은 한글·영문·숫자 1–20자로 알려 주세요. (Names are 1–20 letters or digits.)", 400, field="name")
-    end_user = end_user_canonical(end_user)
+    end_user = selectors.end_user_canonical(end_user)
     with transaction.atomic():
         locked = EndUser.objects.select_for_update().get(pk=end_user.pk)
         locked.display_name = name
@@ -186,7 +178,7 @@ def contact_upsert(
                 organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
             if (i.kind, i.value) in wanted
         }
-        owners = {end_user_canonical(i.end_user).pk: end_user_canonical(i.end_user) for i in held.values() if i.verified}
+        owners = {selectors.end_user_canonical(i.end_user).pk: selectors.end_user_canonical(i.end_user) for i in held.values() if i.verified}
         if len(owners) > 1:
             raise ApiError("identities_conflict", "These identities belong to different contacts; merge them first.",
                            409, extra={"contacts": sorted(owners)})
@@ -264,7 +256,7 @@ def memory_add(
     if kind not in Memory.Kind.values:
         raise ApiError("invalid", f"kind must be one of {', '.join(Memory.Kind.values)}.", 400, field="kind")
     if end_user is not None:
-        end_user = end_user_canonical(end_user)
+        end_user = selectors.end_user_canonical(end_user)
         organization_id = end_user.organization_id
     elif organization is not None:
         organization_id = organization.pk
@@ -309,9 +301,8 @@ def memory_delete(*, memory: Memory, actor: str = "", turn=None) -> Memory:
 
 def memory_forget(*, end_user: EndUser, memory_id, actor: str = "", turn=None) -> Memory:
     """Delete one of *this* end user's memories; another person's id is simply not found."""
-    from endusers.selectors import memory_get_for_end_user
 
-    memory = memory_get_for_end_user(end_user=end_user, memory_id=memory_id)
+    memory = selectors.memory_get_for_end_user(end_user=end_user, memory_id=memory_id)
     return memory_delete(memory=memory, actor=actor, turn=turn)
 
 
@@ -386,7 +377,7 @@ def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
     from runtime.models import Session, Turn
 
     with transaction.atomic():
-        end_user = EndUser.objects.select_for_update().get(pk=end_user_canonical(end_user).pk)
+        end_user = EndUser.objects.select_for_update().get(pk=selectors.end_user_canonical(end_user).pk)
         people = [end_user.pk, *EndUser.objects.filter(merged_into=end_user).values_list("pk", flat=True)]
         turn_ids = EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id")
         counts = {

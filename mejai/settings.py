@@ -36,6 +36,8 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/")
+# Set explicitly: the quickstart shows it; otherwise it shows the address the operator is using.
+PUBLIC_BASE_URL_CONFIGURED = bool(env_str("PUBLIC_BASE_URL"))
 
 INSTALLED_APPS = [
     "daphne",
@@ -164,6 +166,15 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "mejai")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 IN_PROCESS_JOB_THREADS = env_int("IN_PROCESS_JOB_THREADS", 4)
+IN_PROCESS_BEAT = env_bool("IN_PROCESS_BEAT", True)  # without a broker: run periodic jobs in the web process
+# Periodic jobs: run by `celery -A mejai beat` (one per deployment), or by the web process itself
+# when jobs run in-process (mejai.celery.in_process_beat_start). Schedules in seconds.
+CELERY_BEAT_SCHEDULE = {
+    "kakao-callback-sweep": {"task": "kakao.callback_tasks_sweep",
+                             "schedule": env_float("KAKAO_SWEEP_SECONDS", 15, minimum=1)},
+    "endusers-purge-expired": {"task": "endusers.turns_purge_expired",
+                               "schedule": env_float("ENDUSERS_PURGE_SECONDS", 24 * 3600, minimum=60)},
+}
 
 # --- LLM --------------------------------------------------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

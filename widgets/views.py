@@ -140,7 +140,7 @@ def embed(request, public_key: str):
 
 def _public_base(request) -> str:
     # PUBLIC_BASE_URL when configured explicitly; otherwise the address the operator is using.
-    if os.environ.get("PUBLIC_BASE_URL"):
+    if settings.PUBLIC_BASE_URL_CONFIGURED:
         return settings.PUBLIC_BASE_URL
     return request.build_absolute_uri("/").rstrip("/")
 
