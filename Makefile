@@ -28,7 +28,7 @@ demo: migrate
 run: demo
 	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v 0
 	@echo "mejai on http://localhost:$(PORT)  (Ctrl-C to stop)"
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) mejai.asgi:application
+	DEBUG=$${DEBUG:-1} $(PY) -m mejai.server -b $(HOST) -p $(PORT) mejai.asgi:application
 
 ## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
 test: install chromium

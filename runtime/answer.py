@@ -34,7 +34,7 @@ class Answer:
     error_message: str = ""
 
 
-def answer_assemble(*, end: StreamEnd, calls: list[ToolCall]) -> Answer:
+def answer_assemble(*, end: StreamEnd, calls: list[ToolCall], extra_form_fields=()) -> Answer:
     """Turn a finished stream into the stored answer, or an error code when there is none."""
     # The payload helpers live with the pipeline (runtime.services imports this module).
     from runtime.services import _quick_replies_from, _render_plan, _response_schema_from
@@ -49,7 +49,7 @@ def answer_assemble(*, end: StreamEnd, calls: list[ToolCall]) -> Answer:
             if not quick_replies:
                 warnings.append({"code": "tool_call_unusable", "tool": call.name, "detail": "no usable replies"})
         elif call.name == "request_user_info":
-            response_schema = _response_schema_from(call.arguments)
+            response_schema = _response_schema_from(call.arguments, extra_fields=extra_form_fields)
             if response_schema is None:
                 warnings.append({"code": "tool_call_unusable", "tool": call.name, "detail": "no usable form fields"})
     diagnostics: dict = {"finish_reason": end.finish_reason}

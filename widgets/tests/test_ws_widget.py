@@ -152,8 +152,10 @@ async def test_expired_token_on_an_open_socket(widget, offline_llm):
     ws = await connect()
     await ws.send_json_to({"type": "join", "token": stale})
     assert (await ws.receive_json_from())["type"] == "joined"
-    await ws.send_json_to({"type": "user_message", "message": "안녕"})
+    # Past its expiry the socket is told and closed (issue 10): nothing more is delivered on it.
     assert (await ws.receive_json_from())["code"] == "token_expired"
+    assert await ws.receive_output() == {"type": "websocket.close", "code": 4401}
+    ws = await connect()
     await ws.send_json_to({"type": "join", "token": started["widget_token"]})  # renewed by re-init
     assert (await ws.receive_json_from())["type"] == "joined"
     await ws.send_json_to({"type": "user_message", "message": "안녕"})
