@@ -7,16 +7,25 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test install migrate demo worker mchat-worker bench lint fmt clean chromium
+.PHONY: run test install install-dev migrate demo worker mchat-worker bench lint fmt clean chromium
 
-$(STAMP): requirements.txt requirements-dev.txt
+# What running needs (requirements.txt) — `make run`; test and tooling packages (pytest, Playwright,
+# ruff…) are installed only by the targets that use them (`make test`, `lint`, `bench`).
+$(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q -r requirements.txt
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 migrate: install
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
@@ -31,7 +40,7 @@ run: demo
 	DEBUG=$${DEBUG:-1} $(PY) -m mejai.server -b $(HOST) -p $(PORT) mejai.asgi:application
 
 ## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
-test: install chromium
+test: install-dev chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian's chromium for the browser tests (Playwright drives it with executable_path),
@@ -47,13 +56,13 @@ worker: install
 mchat-worker: install
 	$(PY) manage.py mchat_worker
 
-bench: install
+bench: install-dev
 	$(PY) bench/run.py
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 
-fmt: install
+fmt: install-dev
 	$(VENV)/bin/ruff format .
 
 clean:

@@ -181,10 +181,26 @@ class EndUserSessionAdmin(OrganizationScopedAdmin):
 
 @admin.register(EndUserMessage)
 class EndUserMessageAdmin(OrganizationScopedAdmin):
-    list_display = ["turn", "end_user", "channel", "created_at"]
+    list_display = ["created_at", "end_user", "channel", "message_text", "reply_text"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
     list_select_related = ["end_user", "turn"]
+
+    @admin.display(description="message")
+    def message_text(self, obj):
+        """The text itself (masked), linked to the conversation's transcript — not "turn 1 of <uuid>"."""
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        text = mask_text(" ".join(obj.turn.user_text.split())[:120]) or "—"
+        url = reverse("admin:runtime_conversation_change", args=[obj.session_id]) + f"#turn-{obj.turn.seq}"
+        return format_html('<a class="mejai-clip" href="{}">{}</a>', url, text)
+
+    @admin.display(description="reply")
+    def reply_text(self, obj):
+        from django.utils.html import format_html
+
+        return format_html('<span class="mejai-clip">{}</span>', mask_text(" ".join(obj.turn.reply_text.split())[:120]) or "—")
 
 
 @admin.register(MergeRecord)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from endusers import selectors, services
 from endusers.models import EndUser, Identity, Memory
 from mejai.errors import ApiError
+from mejai.params import BoundedLimitOffsetPagination, query_int
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
 from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 
@@ -83,7 +83,7 @@ class ContactDetailOutput(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
-class CappedCountPagination(LimitOffsetPagination):
+class CappedCountPagination(BoundedLimitOffsetPagination):
     """limit/offset pages whose `count` stops at COUNT_CAP (`count_capped: true` then): counting 100k+
     contacts on every page costs more than the page itself; past the cap, narrow the list with `q`."""
 
@@ -198,10 +198,7 @@ class ContactMemorySearchApi(OperatorApi):
     def get(self, request, contact_id):
         """The contact's memories ranked for a query (full-text + trigram similarity)."""
         end_user = self.contact(contact_id)
-        try:
-            limit = min(max(int(request.query_params.get("limit", 10)), 1), 50)
-        except ValueError:
-            raise ApiError("invalid", "limit must be a number.", 400, field="limit") from None
+        limit = query_int(request.query_params, "limit", default=10, minimum=1, maximum=50)
         hits = selectors.memory_search(end_user=end_user, query=request.query_params.get("q", ""), limit=limit)
         return Response({"results": MemoryHitOutput(hits, many=True).data})
 

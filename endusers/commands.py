@@ -10,8 +10,33 @@ from runtime.text import text_is_korean
 LIST_LIMIT = 20
 
 
+def command_locale(ctx: CommandContext) -> str:
+    """'ko' or 'en' for a command's reply: the session's language, not the command word's.
+
+    In order: the language of what follows the command (`/remember I prefer email`); the session's
+    locale (a widget stores its page or widget locale; the API stores `context.locale`); the language
+    of the session's latest message that is more than a bare command; else the command word's own.
+    """
+    from runtime.models import Turn
+
+    if ctx.args and any(ch.isalpha() for ch in ctx.args):
+        return "ko" if text_is_korean(ctx.args) else "en"
+    locale = str((ctx.session.metadata or {}).get("locale") or "").lower()
+    if locale[:2] in ("ko", "en"):
+        return locale[:2]
+    earlier = (Turn.objects.filter(session_id=ctx.session.pk, seq__lt=ctx.turn.seq).order_by("-seq")
+               .values_list("user_text", flat=True)[:10]) if ctx.turn is not None else []
+    for text in earlier:
+        words = text.split(maxsplit=1)
+        content = words[1] if words and words[0].startswith("/") and len(words) > 1 else ("" if text.startswith("/") else text)
+        if any(ch.isalpha() for ch in content):
+            return "ko" if text_is_korean(content) else "en"
+    # No other signal: the command word itself (`/메모리` or `/memory`).
+    return "ko" if text_is_korean(ctx.text) else "en"
+
+
 def _say(ctx: CommandContext, ko: str, en: str) -> CommandReply:
-    return CommandReply(ko if text_is_korean(ctx.text) else en)
+    return CommandReply(ko if command_locale(ctx) == "ko" else en)
 
 
 def _end_user(ctx: CommandContext, *, create: bool) -> EndUser | None:
@@ -25,10 +50,7 @@ def _end_user(ctx: CommandContext, *, create: bool) -> EndUser | None:
         return selectors.end_user_canonical(session.end_user)
     if not create:
         return None
-    end_user = EndUser.objects.create(organization=ctx.organization)
-    Session.objects.filter(pk=session.pk, end_user__isnull=True).update(end_user=end_user)
-    session.refresh_from_db(fields=["end_user"])
-    return session.end_user
+    return services.session_end_user_attach(session=session, end_user=EndUser.objects.create(organization=ctx.organization))
 
 
 def remember(ctx: CommandContext) -> CommandReply:

@@ -226,18 +226,21 @@ def grounding_for(*, end_user: EndUser, organization, query: str):
     if preferences:
         profile["preferences"] = preferences
     memories: list[dict] = []
+    knowledge: list[dict] = []
     query = " ".join((query or "").split())[:MAX_QUERY_CHARS]
     if query:
-        hits = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
-                           limit=GROUNDING_MEMORIES)
+        # Kept apart: what we know about this person vs. the organization's general knowledge, so neither
+        # the model nor the offline answer presents the organization's knowledge as the person's memory.
+        own = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
+                          limit=GROUNDING_MEMORIES)
         # Internal org-wide knowledge (discount codes, staff notes) reaches only the organization's own
         # staff (an `account` identity, the assistant channel); customers get the public memories.
         staff = Identity.objects.filter(end_user=end_user, kind="account", verified=True).exists()
-        hits += memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
-                            limit=GROUNDING_MEMORIES, public_only=not staff)
-        hits.sort(key=lambda h: -h.score)
-        memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(hits[:GROUNDING_MEMORIES])]
-    return Grounding(profile=profile, memories=memories)
+        shared = memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
+                             limit=GROUNDING_MEMORIES, public_only=not staff)
+        memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(own)]
+        knowledge = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(shared)]
+    return Grounding(profile=profile, memories=memories, knowledge=knowledge)
 
 
 @dataclass

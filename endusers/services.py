@@ -166,40 +166,61 @@ def contact_upsert(
     """Find or create the contact holding these identities (sent by the organization's server: verified).
 
     All values are validated before anything is written; identities held by two different
-    end users are a conflict (merge them first), never a silent attach.
+    end users are a conflict (merge them first), never a silent attach. Concurrent calls with the
+    same new identity all get the one contact (one of them `created`), never an IntegrityError.
     """
     wanted = [(kind, identity_value_normalize(kind=kind, value=value))
               for kind, value in (("external_id", external_id), ("email", email), ("phone", phone)) if value]
     if not wanted:
-        raise ApiError("identity_required", "Give at least one of external_id, email or phone.", 400, field="external_id")
-    with transaction.atomic():
-        held = {
-            (i.kind, i.value): i
-            for i in Identity.objects.select_related("end_user").filter(
-                organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
-            if (i.kind, i.value) in wanted
-        }
-        owners = {selectors.end_user_canonical(i.end_user).pk: selectors.end_user_canonical(i.end_user) for i in held.values() if i.verified}
-        if len(owners) > 1:
-            raise ApiError("identities_conflict", "These identities belong to different contacts; merge them first.",
-                           409, extra={"contacts": sorted(owners)})
-        created = not owners
-        end_user = next(iter(owners.values())) if owners else EndUser.objects.create(organization=organization)
-        for kind, value in wanted:
-            identity = held.get((kind, value))
-            if identity is None:
-                Identity.objects.create(organization=organization, end_user=end_user, kind=kind, value=value, verified=True)
-            elif not identity.verified:
-                # Someone's unverified claim: the verified holder takes it, the claimant keeps a note.
-                claimant = EndUser.objects.select_for_update().get(pk=identity.end_user_id)
-                if claimant.pk != end_user.pk:
-                    claimant.profile.setdefault("claims", {})[kind] = value
-                    claimant.save(update_fields=["profile"])
-                Identity.objects.filter(pk=identity.pk).update(end_user=end_user, verified=True)
-        display_name = (display_name or "").strip()[:100]
-        if display_name and display_name != end_user.display_name:
-            end_user.display_name = display_name
-            end_user.save(update_fields=["display_name"])
+        raise ApiError("identity_required", "external_id, email, phone 중 하나는 꼭 보내 주세요. "
+                       "(Give at least one of external_id, email or phone.)", 400, field="external_id")
+    attempts = 3
+    for attempt in range(attempts):
+        try:
+            # A savepoint of its own, so a lost race can be retried inside a caller's transaction.
+            with transaction.atomic():
+                return _contact_upsert_once(organization=organization, wanted=wanted, display_name=display_name)
+        except IntegrityError:
+            # Another request created one of these identities between our lookup and our insert:
+            # the next attempt finds it.
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _identities_held(*, organization, wanted: list[tuple[str, str]]) -> dict:
+    return {
+        (i.kind, i.value): i
+        for i in Identity.objects.select_related("end_user").filter(
+            organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
+        if (i.kind, i.value) in wanted
+    }
+
+
+def _contact_upsert_once(*, organization, wanted: list[tuple[str, str]], display_name: str) -> tuple[EndUser, bool]:
+    held = _identities_held(organization=organization, wanted=wanted)
+    owners = {selectors.end_user_canonical(i.end_user).pk: selectors.end_user_canonical(i.end_user) for i in held.values() if i.verified}
+    if len(owners) > 1:
+        raise ApiError("identities_conflict", "이 식별 정보들은 서로 다른 연락처에 속해 있어요. 먼저 병합해 주세요. "
+                       "(These identities belong to different contacts; merge them first.)",
+                       409, extra={"contacts": sorted(owners)})
+    created = not owners
+    end_user = next(iter(owners.values())) if owners else EndUser.objects.create(organization=organization)
+    for kind, value in wanted:
+        identity = held.get((kind, value))
+        if identity is None:
+            Identity.objects.create(organization=organization, end_user=end_user, kind=kind, value=value, verified=True)
+        elif not identity.verified:
+            # Someone's unverified claim: the verified holder takes it, the claimant keeps a note.
+            claimant = EndUser.objects.select_for_update().get(pk=identity.end_user_id)
+            if claimant.pk != end_user.pk:
+                claimant.profile.setdefault("claims", {})[kind] = value
+                claimant.save(update_fields=["profile"])
+            Identity.objects.filter(pk=identity.pk).update(end_user=end_user, verified=True)
+    display_name = (display_name or "").strip()[:100]
+    if display_name and display_name != end_user.display_name:
+        end_user.display_name = display_name
+        end_user.save(update_fields=["display_name"])
     return end_user, created
 
 
@@ -227,6 +248,26 @@ def timeline_record(*, turn) -> EndUserMessage | None:
                                                           last_seen_at=Greatest(F("last_seen_at"), at))
         EndUser.objects.filter(pk=entry.end_user_id).update(last_seen_at=Greatest(F("last_seen_at"), at))
     return message
+
+
+def session_end_user_attach(*, session, end_user: EndUser) -> EndUser:
+    """Give an anonymous session its end user, with every turn it already holds.
+
+    The earlier turns become the person's (author and timeline), so the contact lists the session at
+    once and an erasure finds every text of it. A session that already has an end user keeps it; that
+    one is returned.
+    """
+    from runtime.models import Session, Turn
+
+    with transaction.atomic():
+        attached = Session.objects.filter(pk=session.pk, end_user__isnull=True).update(end_user=end_user)
+        session.refresh_from_db(fields=["end_user"])
+        end_user = session.end_user
+        if attached:
+            Turn.objects.filter(session_id=session.pk, author__isnull=True).update(author=end_user)
+            for turn in Turn.objects.filter(session_id=session.pk).select_related("session").order_by("seq"):
+                timeline_record(turn=turn)
+    return end_user
 
 
 # --- memories ----------------------------------------------------------------------------
@@ -294,15 +335,34 @@ def memory_update(*, memory: Memory, text: str, actor: str = "", turn=None, kind
 
 
 def memory_delete(*, memory: Memory, actor: str = "", turn=None) -> Memory:
+    """Delete a memory (kept in its history). Deleting the active profile memory of an attribute
+    ('이름: 민수') removes that attribute from the profile too, so the person is no longer greeted by it."""
     with transaction.atomic():
         locked = Memory.objects.select_for_update().get(pk=memory.pk)
         if not locked.is_active:
             raise ApiError("memory_not_found", "그 기억을 찾을 수 없어요. (Memory not found.)", 404)
         locked.deleted_at = timezone.now()
         locked.save(update_fields=["deleted_at", "updated_at"])
+        if locked.key in PROFILE_KEYS and locked.end_user_id:
+            _profile_attribute_forget(end_user_id=locked.end_user_id, key=locked.key, text=locked.text)
         MemoryEvent.objects.create(memory=locked, action=MemoryEvent.Action.DELETE, old_text=locked.text, actor=actor,
                                    turn=turn)
     return locked
+
+
+def _profile_attribute_forget(*, end_user_id: int, key: str, text: str) -> None:
+    person = EndUser.objects.select_for_update().get(pk=end_user_id)
+    forgotten = text.split(": ", 1)[-1].strip()  # '이름: 민수' -> '민수'
+    fields = []
+    if key in person.profile:
+        person.profile.pop(key)
+        fields.append("profile")
+    # The display name is the same fact when it holds the forgotten name.
+    if key == "name" and person.display_name and person.display_name == forgotten:
+        person.display_name = ""
+        fields.append("display_name")
+    if fields:
+        person.save(update_fields=fields)
 
 
 def memory_forget(*, end_user: EndUser, memory_id, actor: str = "", turn=None) -> Memory:
@@ -503,27 +563,42 @@ def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndU
 # --- privacy -----------------------------------------------------------------------------
 
 def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
-    """Erase a person: identities, memories and message texts go; anonymous counts and an audit stay."""
+    """Erase a person: identities, memories and every message text of theirs go; anonymous counts and an audit stay.
+
+    "Every text" is each turn of the person's sessions (including turns stored before the person was
+    known), each turn they authored or that is on their timeline, and each turn that created or
+    changed one of their memories (a `/remember` reply quotes the memory).
+    """
+    from django.db.models import Q
+
     from runtime.models import Session, Turn
 
     with transaction.atomic():
         end_user = EndUser.objects.select_for_update().get(pk=selectors.end_user_canonical(end_user).pk)
         people = [end_user.pk, *EndUser.objects.filter(merged_into=end_user).values_list("pk", flat=True)]
-        turn_ids = EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id")
+        memory_ids = Memory.objects.filter(end_user_id__in=people).values("pk")
+        theirs = (
+            Q(session__end_user_id__in=people)
+            | Q(session_id__in=EndUserSession.objects.filter(end_user_id__in=people).values("session_id"))
+            | Q(pk__in=EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id"))
+            | Q(author_id__in=people)
+            | Q(pk__in=Memory.objects.filter(pk__in=memory_ids).exclude(source_turn=None).values("source_turn_id"))
+            | Q(pk__in=MemoryEvent.objects.filter(memory_id__in=memory_ids).exclude(turn=None).values("turn_id"))
+        )
+        # Subqueries, not turn id lists: a long-time customer's turns would pass the database's parameter limit.
+        session_ids = list(Session.objects.filter(
+            Q(end_user_id__in=people) | Q(pk__in=Turn.objects.filter(theirs).values("session_id"))).values_list("pk", flat=True))
         counts = {
-            "sessions": EndUserSession.objects.filter(end_user_id__in=people).count(),
+            "sessions": len(session_ids),
             # diagnostics too: an upstream error body can echo the prompt (runtime.clients.compat)
-            "messages": Turn.objects.filter(pk__in=turn_ids).update(
+            "messages": Turn.objects.filter(theirs).update(
                 user_text="", reply_text="", payload={}, error="", diagnostics={}
             ),
             "identities": Identity.objects.filter(end_user_id__in=people).delete()[1].get("endusers.Identity", 0),
             "memories": Memory.objects.filter(end_user_id__in=people).count(),
         }
-        Turn.objects.filter(author_id__in=people).exclude(user_text="").update(
-            user_text="", reply_text="", payload={}, diagnostics={}
-        )
         Memory.objects.filter(end_user_id__in=people).delete()
-        Session.objects.filter(end_user_id__in=people).update(metadata={"erased": True})
+        Session.objects.filter(pk__in=session_ids).update(metadata={"erased": True})
         EndUser.objects.filter(pk__in=people).update(display_name="", profile={})
         EndUser.objects.filter(pk=end_user.pk).update(erased_at=timezone.now())
         record = ErasureRecord.objects.create(organization_id=end_user.organization_id, end_user_id_erased=end_user.pk,

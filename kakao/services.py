@@ -693,7 +693,8 @@ def callback_tasks_sweep(*, organization=None) -> dict:
     return {"expired": expired, "outcome_unknown": unknown, "worker_lost": stalled}
 
 
-RETRYABLE_ERRORS = {"broker_unreachable", "connect_error", "timeout", "network_error", "kakao_error",
+# Failures known to precede delivery. Not "timeout"/"network_error" (older rows): the request had gone out.
+RETRYABLE_ERRORS = {"broker_unreachable", "connect_error", "kakao_error",
                     "http_500", "http_502", "http_503", "http_504", "http_429", "retries_exhausted"}
 
 

@@ -26,7 +26,9 @@ class ApiError(Exception):
         self.extra = extra or {}
 
     def as_dict(self) -> dict:
-        body = {"code": self.code, "message": self.message}
+        from mejai.error_messages import message_bilingual
+
+        body = {"code": self.code, "message": message_bilingual(self.code, self.message)}
         if self.field:
             body["field"] = self.field
         body.update(self.extra)
@@ -34,7 +36,10 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, **extra) -> dict:
-    return {"error": {"code": code, "message": message, **extra}}
+    """The error shape; the message follows the language policy (Korean first, English in parentheses)."""
+    from mejai.error_messages import message_bilingual
+
+    return {"error": {"code": code, "message": message_bilingual(code, message), **extra}}
 
 
 def error_response(code: str, message: str, status: int, **extra) -> JsonResponse:
@@ -78,6 +83,9 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, exceptions.ValidationError):
         field, message = _first_validation_message(exc.detail)
+        from mejai.error_messages import message_bilingual
+
+        message = message_bilingual("invalid", message)
         body = error_body("invalid", f"{field}: {message}" if field else message)
         if field:
             body["error"]["field"] = field

@@ -207,9 +207,9 @@ CELERY_BEAT_SCHEDULE = {
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
-LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5)
-LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60)
-LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5, minimum=0.1)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60, minimum=0.1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
@@ -227,14 +227,20 @@ LLM_FAILURE_THRESHOLD = env_int("LLM_FAILURE_THRESHOLD", 3, minimum=1)
 READYZ_REQUIRE_LLM = env_bool("READYZ_REQUIRE_LLM", False)
 
 # --- Runtime limits ----------------------------------------------------------------------
-RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000)
-RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024)
+RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000, minimum=1)
+RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
 RUNTIME_HISTORY_TOKEN_BUDGET = env_int("RUNTIME_HISTORY_TOKEN_BUDGET", 3000)
 RUNTIME_HISTORY_MAX_TURNS = env_int("RUNTIME_HISTORY_MAX_TURNS", 20)
-RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15)
+# POST /api/runtime/chat with external_id and no session_id continues that person's open API session
+# with the same agent when its last message is at most this old; 0 = always start a new session.
+RUNTIME_API_SESSION_IDLE_MINUTES = env_int("RUNTIME_API_SESSION_IDLE_MINUTES", 30)
+# The admin index's overview (mejai/overview.py) is computed at most once per this many seconds per
+# organization set and language; 0 = every time.
+ADMIN_OVERVIEW_CACHE_SECONDS = env_int("ADMIN_OVERVIEW_CACHE_SECONDS", 60)
+RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, minimum=0.1)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
-RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180)
+RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180, minimum=1)
 RUNTIME_ORDER_WAIT_SECONDS = env_int("RUNTIME_ORDER_WAIT_SECONDS", 120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUNTIME_MAX_BODY_BYTES
 # Every request body, on every route: the ASGI guard (mejai/asgi_guards.py) and the server
@@ -250,7 +256,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "mejai.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "mejai.params.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
 SIMPLE_JWT = {
@@ -271,9 +277,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mejai.api_glossary.descriptions_fill"],
     "ENUM_NAME_OVERRIDES": {
-        "IdentityKindEnum": "endusers.models.Identity.Kind",
-        "MemoryKindEnum": "endusers.models.Memory.Kind",
+        "IdentityKindEnum": "mejai.labels.identity_kind_choices",
+        "MemoryKindEnum": "mejai.labels.memory_kind_choices",
     },
 }
 

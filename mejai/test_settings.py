@@ -7,6 +7,7 @@ os.environ.setdefault("MEJAI_VAR_DIR", "/tmp/mejai-test-var")
 
 from .settings import *  # noqa: E402,F403
 
+ADMIN_OVERVIEW_CACHE_SECONDS = 0  # tests read the figures they just stored
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 

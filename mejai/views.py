@@ -48,3 +48,50 @@ def server_error(request):
         return django_server_error(request)
     except Exception:
         return HttpResponseServerError("Server error")
+
+
+def admin_index(request):
+    """The admin index with the overview of the operator's organization (every organization for a superuser)."""
+    from django.contrib import admin
+
+    from runtime.admin_scoping import request_organization, sees_every_organization
+    from runtime.models import Organization
+
+    if sees_every_organization(request):
+        organizations = Organization.objects.order_by("name")[:20]
+    else:
+        own = request_organization(request)
+        organizations = [own] if own is not None else []
+    return admin.site.index(request, extra_context={"overview": overview_cached(organizations=list(organizations))})
+
+
+def overview_cached(*, organizations: list) -> list:
+    """overview_build, kept ADMIN_OVERVIEW_CACHE_SECONDS per organization set and language: at 1M turns one
+    build reads the whole 30-day window (bench/RESULTS.md), too much for every visit of the index."""
+    from django.conf import settings
+    from django.core.cache import cache
+    from django.utils.translation import get_language
+
+    from mejai.overview import overview_build
+
+    seconds = settings.ADMIN_OVERVIEW_CACHE_SECONDS
+    if seconds <= 0 or not organizations:
+        return overview_build(organizations=organizations)
+    key = f"admin-overview:{get_language()}:{','.join(str(o.pk) for o in organizations)}"
+    found = cache.get(key)
+    if found is None:
+        found = overview_build(organizations=organizations)
+        cache.set(key, found, seconds)
+    return found
+
+
+def docs_page(request, name: str):
+    """One page of the project's docs/ (the decisions), as UTF-8 markdown text: what API descriptions link to."""
+    from django.conf import settings
+    from django.http import Http404, HttpResponse
+
+    pages = {p.stem: p for p in (settings.BASE_DIR / "docs").glob("*.md")}
+    page = pages.get(name)
+    if page is None:
+        raise Http404("No such docs page.")
+    return HttpResponse(page.read_text(encoding="utf-8"), content_type="text/markdown; charset=utf-8")

@@ -30,6 +30,8 @@ from runtime.models import (
 admin.site.site_header = "mejai"
 admin.site.site_title = "mejai 관리자"
 admin.site.index_title = "운영 관리 · Operations"
+# The header links and breadcrumbs lead everywhere; the left model list would take a quarter of 1280 px.
+admin.site.enable_nav_sidebar = False
 
 
 # Users and groups belong to no organization: a staff member who could edit them could make
@@ -220,3 +222,5 @@ class TurnAdmin(OrganizationScopedAdmin):
     raw_id_fields = ["session", "author", "prompt_version"]
     readonly_fields = [f.name for f in Turn._meta.fields]
     search_fields = ["client_message_id"]
+
+from runtime import admin_conversations  # noqa: E402,F401  (the conversations list and transcript)

@@ -29,13 +29,32 @@ from runtime.sse import sse_numbered, sse_response
 
 
 class ChatInput(serializers.Serializer):
-    message = MessageTextField()
-    session_id = serializers.UUIDField(required=False, allow_null=True)
-    client_message_id = serializers.CharField(required=False, allow_blank=True, max_length=128)
-    external_id = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    agent = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    context = serializers.DictField(required=False, default=dict)
-    metadata = serializers.DictField(required=False, default=dict)
+    message = MessageTextField(help_text="The end user's message (up to RUNTIME_MAX_MESSAGE_CHARS characters, "
+                               "4000 by default). A message starting with `/` may be a command (`/help`).")
+    session_id = serializers.UUIDField(
+        required=False, allow_null=True,
+        help_text="Continue this conversation (the `session_id` of an earlier answer). Without it, a call with "
+        "`external_id` continues that person's open session with the same agent if its last message is at most "
+        "RUNTIME_API_SESSION_IDLE_MINUTES (30) old; otherwise a new session starts.")
+    new_session = serializers.BooleanField(
+        required=False, default=False,
+        help_text="true: start a new session even when the person has an open one (ignored with `session_id`).")
+    client_message_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=128,
+        help_text="Your id of this message (idempotency key): a retry with the same id returns the same turn "
+        "instead of a second answer.")
+    external_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=255,
+        help_text="Your stable id of the end user (trusted, since it comes with your API key). Links the "
+        "conversation to a contact with their memories; without it the session is anonymous.")
+    agent = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                  help_text="Name of the agent to answer; empty: the organization's first active agent.")
+    context = serializers.DictField(
+        required=False, default=dict,
+        help_text="Page context for this answer: `url`, `title`, `referrer`, `locale` (`ko`/`en`: the language of "
+        "command replies for the session). Other keys are ignored.")
+    metadata = serializers.DictField(required=False, default=dict,
+                                     help_text="Free-form JSON stored on a new session (shown to operators).")
 
 
 class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
@@ -52,8 +71,11 @@ class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
         parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 502: ERROR_SCHEMA},
-        description="JSON by default; `Accept: text/event-stream` or `?stream=1` streams events "
-        "`start`, `delta`, `message`, `error` (see docs/runtime.md, \"The event vocabulary\").",
+        description="Send the end user's message and get the answer: the standard payload as JSON by default; "
+        "`Accept: text/event-stream` or `?stream=1` streams the events `start`, `delta`, `message`, `error`. "
+        "Multi-turn: pass back `session_id`, or send the same `external_id` "
+        "([conversations over the API](/docs/runtime#conversations-over-the-api-multi-turn-by-design)). "
+        "The events, the payload and the errors: [docs/runtime](/docs/runtime#the-event-vocabulary-version-1).",
     )
     async def post(self, request):
         if not isinstance(request.data, dict):

@@ -48,6 +48,9 @@ class BackgroundAnswer:
         self.turn_id = turn_id
         self.loop = loop
         self.future: concurrent.futures.Future = concurrent.futures.Future()
+        # Running from the start, as an executor's future is: cancel() on it is then a no-op, so one
+        # caller giving up (cancelling its `asyncio.wrap_future(...)`) cannot cancel it for the others.
+        self.future.set_running_or_notify_cancel()
         self.task: asyncio.Task | None = None
         self.events: list[TurnEvent] = []
         self.followers: set[asyncio.Queue] = set()
@@ -271,7 +274,10 @@ def turn_cancel(*, turn_id) -> None:
     an `error` event with code `stopped` is published. A turn that is not being answered is left alone.
     """
     key = str(turn_id)
-    cache.set(CANCEL_KEY.format(key), 1, CANCEL_TTL_SECONDS)
+    # Only a turn being answered (claimed) gets the flag other processes poll: a flag left on a
+    # pending or stored turn would stop its answer when it starts later (a retry, a reopen).
+    if Turn.objects.filter(pk=turn_id, status=Turn.Status.STREAMING).exists():
+        cache.set(CANCEL_KEY.format(key), 1, CANCEL_TTL_SECONDS)
     with _answers_lock:
         answer = _answers.get(key)
     if answer is not None:

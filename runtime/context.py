@@ -25,7 +25,8 @@ class Grounding:
     """What an end-user provider knows about the person: profile facts and ranked memories."""
 
     profile: dict = field(default_factory=dict)
-    memories: list[dict] = field(default_factory=list)  # [{"id", "text", "score"}]
+    memories: list[dict] = field(default_factory=list)  # about this person: [{"id", "text", "score"}]
+    knowledge: list[dict] = field(default_factory=list)  # the organization's, about no one: same shape
 
 
 # Providers are registered by apps that know end users (endusers registers one in ready()).
@@ -64,6 +65,7 @@ def _grounding(session: Session, user_text: str) -> Grounding:
         if found:
             merged.profile.update(found.profile)
             merged.memories.extend(found.memories)
+            merged.knowledge.extend(found.knowledge)
     return merged
 
 
@@ -75,6 +77,10 @@ def _grounding_text(grounding: Grounding) -> str:
     if grounding.memories:
         parts.append("What we remember about this customer (most relevant first):")
         parts.extend(f"- {m['text']}" for m in grounding.memories)
+    if grounding.knowledge:
+        parts.append("The organization's general knowledge (not about this customer; present it as information, "
+                     "not as something you remember about them):")
+        parts.extend(f"- {m['text']}" for m in grounding.knowledge)
     if parts:
         parts.append("Use these facts when they help; greet the customer by name when known.")
     return "\n".join(parts)

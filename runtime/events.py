@@ -33,11 +33,13 @@ def event_message(payload: dict) -> TurnEvent:
 
 
 def event_error(*, code: str, message: str, session_id=None, turn_id=None, retryable: bool = False) -> TurnEvent:
+    from mejai.error_messages import message_bilingual
+
     return TurnEvent(
         "error",
         {
             "code": code,
-            "message": message,
+            "message": message_bilingual(code, message),
             "session_id": str(session_id) if session_id else None,
             "turn_id": str(turn_id) if turn_id else None,
             "retryable": retryable,

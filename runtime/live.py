@@ -132,7 +132,9 @@ async def events_publish(
 
 
 def _turns_after(*, session_id, seq: int, inclusive: bool) -> list[Turn]:
-    turns = Turn.objects.filter(session_id=session_id, status__in=(Turn.Status.COMPLETED, Turn.Status.FAILED))
+    # Interrupted turns too (stopped, or their answer died): a tab that missed the live `error` needs their end.
+    ended = (Turn.Status.COMPLETED, Turn.Status.FAILED, Turn.Status.INTERRUPTED)
+    turns = Turn.objects.filter(session_id=session_id, status__in=ended)
     turns = turns.filter(seq__gte=seq) if inclusive else turns.filter(seq__gt=seq)
     found = list(turns.select_related("session").order_by("seq")[:100])
     db_release()

@@ -268,3 +268,12 @@ class Turn(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class Conversation(Session):
+    """A session as operators read it: the conversations list and its transcript (admin, read-only)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "conversation"
+        verbose_name_plural = "conversations"

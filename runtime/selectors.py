@@ -26,6 +26,24 @@ def session_get_for_org(*, organization: Organization, session_id) -> Session:
     return session
 
 
+def session_open_for_end_user(*, organization: Organization, agent: Agent, channel: str, end_user,
+                              idle_minutes: int) -> Session | None:
+    """The end user's latest open session with this agent on this channel, active within `idle_minutes`; else None."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    if idle_minutes <= 0 or end_user is None:
+        return None
+    return (
+        Session.objects.select_related("agent", "organization", "end_user")
+        .filter(organization=organization, agent=agent, channel=channel, end_user=end_user, status=Session.Status.OPEN,
+                last_activity_at__gte=timezone.now() - timedelta(minutes=idle_minutes))
+        .order_by("-last_activity_at")
+        .first()
+    )
+
+
 def session_turns(*, session: Session) -> QuerySet[Turn]:
     return Turn.objects.filter(session=session).order_by("seq")
 
@@ -49,6 +67,26 @@ def api_key_find(*, raw_key: str) -> ApiKey | None:
 
 def prompt_templates_for_org(*, organization: Organization) -> QuerySet[PromptTemplate]:
     return PromptTemplate.objects.filter(organization=organization).prefetch_related("versions")
+
+
+def conversations_annotate(queryset: QuerySet[Session]) -> QuerySet[Session]:
+    """Sessions with `first_text`, `last_text` (user messages) and `last_reply` for the conversations list.
+
+    Each preview is one lookup on the unique (session, seq) index: seq 1 and the session's `last_seq`.
+    """
+    from django.db.models import OuterRef, Subquery
+
+    turns = Turn.objects.filter(session=OuterRef("pk"))
+    return queryset.select_related("agent", "end_user").annotate(
+        first_text=Subquery(turns.filter(seq=1).values("user_text")[:1]),
+        last_text=Subquery(turns.filter(seq=OuterRef("last_seq")).values("user_text")[:1]),
+        last_reply=Subquery(turns.filter(seq=OuterRef("last_seq")).values("reply_text")[:1]),
+    )
+
+
+def conversation_transcript(*, session: Session) -> list[Turn]:
+    """The turns of a session, oldest first, with their prompt versions (for the transcript page)."""
+    return list(Turn.objects.filter(session=session).select_related("prompt_version").order_by("seq"))
 
 
 def prompt_template_get_for_org(*, organization: Organization, name: str) -> PromptTemplate:

@@ -459,8 +459,9 @@ def turn_replay_events(turn: Turn) -> list[TurnEvent]:
 
 def api_chat_prepare(*, organization: Organization, data: dict) -> dict:
     """Resolve agent, session and end user of a runtime API call (`POST /api/runtime/chat`); the
-    kwargs for turn_start. `data`: message, session_id?, client_message_id?, external_id?, agent?,
-    metadata?. ApiError 404 for a session or agent that is not the organization's."""
+    kwargs for turn_start. `data`: message, session_id?, new_session?, client_message_id?, external_id?, agent?,
+    context?, metadata?. Without session_id, an external_id continues that person's open API session with
+    the agent (RUNTIME_API_SESSION_IDLE_MINUTES). ApiError 404 for a session or agent that is not the organization's."""
     session = None
     if data.get("session_id"):
         session = selectors.session_get_for_org(organization=organization, session_id=data["session_id"])
@@ -476,7 +477,15 @@ def api_chat_prepare(*, organization: Organization, data: dict) -> dict:
         agent = session.agent
         if end_user is not None and session.end_user_id not in (None, end_user.pk):
             raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
+    elif end_user is not None and not data.get("new_session"):
+        # Multi-turn by design (docs/runtime.md): the person's open conversation with this agent continues.
+        session = selectors.session_open_for_end_user(
+            organization=organization, agent=agent, channel=Channel.API, end_user=end_user,
+            idle_minutes=settings.RUNTIME_API_SESSION_IDLE_MINUTES)
     metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
+    locale = (data.get("context") or {}).get("locale")
+    if isinstance(locale, str) and locale.strip():
+        metadata["locale"] = locale.strip()[:16]  # the session's language, e.g. for command replies
     return dict(
         organization=organization,
         agent=agent,
@@ -598,6 +607,7 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         tools=OUTPUT_TOOLS if agent.tools_enabled and provider.name != "offline" else None,
         profile=context.grounding.profile,
         memories=context.grounding.memories,
+        knowledge=context.grounding.knowledge,
         user_text=turn.user_text,
         options=agent.llm_options or {},
     )

@@ -32,7 +32,7 @@ def session_resume_days() -> int:
 
 
 def sse_keepalive_seconds() -> float:
-    return _float("WIDGET_SSE_KEEPALIVE_SECONDS", settings.RUNTIME_SSE_KEEPALIVE_SECONDS)
+    return _float("WIDGET_SSE_KEEPALIVE_SECONDS", settings.RUNTIME_SSE_KEEPALIVE_SECONDS, minimum=0.1)
 
 
 def install_seen_resolution_seconds() -> int:

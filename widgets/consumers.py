@@ -62,6 +62,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.expiry: asyncio.TimerHandle | None = None
         self.stream_slots: list[str] = []
         self.answers: set[asyncio.Task] = set()
+        self.followed: set[str] = set()  # turns this socket follows: their group copies are skipped
         await self.accept()
 
     async def disconnect(self, code):
@@ -231,6 +232,9 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
     async def _answer(self, turn, created: bool, page: dict):
         # The answer runs in the background (it outlives this socket); this socket follows it, and
         # skips the copies of its own turn's events that arrive through the session group.
+        # A resent message (a new socket of the same tab) follows an answer another socket started:
+        # its sender is that socket, so this one skips the group copies by turn instead.
+        self.followed.add(str(turn.pk))
         events = background.turn_answer_follow(turn_id=turn.pk, page=page, sender=self.channel_name)
         try:
             async for event in events:
@@ -252,7 +256,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if message.get("sender") == self.channel_name or not self._admitted():
             return
         event = live_envelope_event(message)
-        if event is None:
+        if event is None or str(event.data.get("turn_id") or "") in self.followed:
             return
         frame = frame_for(event.type, event.as_dict())
         if frame is not None:

@@ -106,7 +106,7 @@ def test_create_contact_with_identities_of_two_people_is_a_conflict(api, organiz
 
 def test_contact_detail(api, chat, api_key, minsu, offline_llm):
     chat(api_key, {"message": "안녕하세요", "external_id": "cust-1"})
-    chat(api_key, {"message": "/기억 VIP 고객", "external_id": "cust-1"})
+    chat(api_key, {"message": "/기억 VIP 고객", "external_id": "cust-1", "new_session": True})
     body = api.get(f"/api/contacts/{minsu.pk}").json()
     assert body["id"] == minsu.pk and body["display_name"] == "김민수"
     assert {i["kind"] for i in body["identities"]} == {"external_id", "phone"}

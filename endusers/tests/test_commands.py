@@ -79,3 +79,55 @@ def test_help_lists_the_memory_commands(chat, api_key, offline_llm):
     reply = say(chat, api_key, "/도움말")
     for word in ("/remember (/기억, /기억해)", "/search (/검색)", "/memory (/메모리, /기억목록)", "/forget (/잊기, /잊어)"):
         assert word in reply
+
+
+def test_forgetting_the_name_forgets_it_in_the_greeting_too(chat, api_key, organization, offline_llm):
+    """Issue 11, 11: after /잊기 of '이름: 민수' the next answer no longer says 민수님."""
+    from endusers.services import profile_name_set
+
+    person = identity_resolve(organization=organization, kind="external_id", value="cust-1", verified=True)
+    profile_name_set(end_user=person, name="민수")
+    assert say(chat, api_key, "안녕하세요").startswith("민수님")
+    name_memory = Memory.objects.get(end_user=person, key="name", deleted_at=None, superseded_by=None)
+    assert say(chat, api_key, f"/잊기 {name_memory.pk}").startswith(f"#{name_memory.pk} 기억을 지웠어요")
+    person.refresh_from_db()
+    assert "name" not in person.profile and person.display_name == ""
+    assert "민수" not in say(chat, api_key, "안녕하세요")
+
+
+def test_forgetting_a_name_keeps_a_different_display_name(organization):
+    from endusers.services import memory_forget, profile_name_set
+
+    person = identity_resolve(organization=organization, kind="external_id", value="cust-2", verified=True)
+    profile_name_set(end_user=person, name="민수")
+    EndUser.objects.filter(pk=person.pk).update(display_name="김민수 (CRM)")
+    memory = Memory.objects.get(end_user=person, key="name", deleted_at=None)
+    memory_forget(end_user=person, memory_id=memory.pk)
+    person.refresh_from_db()
+    assert "name" not in person.profile and person.display_name == "김민수 (CRM)"
+
+
+def test_organization_knowledge_is_not_presented_as_the_visitors_memory(chat, api_key, organization, offline_llm):
+    """Issue 11, 12: a brand-new visitor asks about delivery; the answer words org knowledge as information."""
+    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요", is_public=True)
+    reply = say(chat, api_key, "배송은 얼마나 걸려요?", external_id="brand-new")
+    assert "기억하고" not in reply and "기억" not in reply
+    assert "안내 정보" in reply and "배송은 결제 후 2~3일 걸려요" in reply
+    assert say(chat, api_key, "/메모리", external_id="brand-new").startswith("아직 기억하고 있는 내용이 없어요")
+
+    memory_add(organization=organization, text="Delivery takes 2-3 days after payment", is_public=True)
+    english = say(chat, api_key, "How long does delivery take?", external_id="brand-new-en")
+    assert "remember" not in english and "general information" in english and "2-3 days" in english
+
+
+def test_the_model_is_told_which_facts_are_the_persons_and_which_the_organizations(
+        chat, api_key, organization, fake_llm):
+    person = identity_resolve(organization=organization, kind="external_id", value="cust-9", verified=True)
+    memory_add(end_user=person, text="배송지는 부산 해운대")
+    memory_add(organization=organization, text="배송은 결제 후 2~3일 걸려요", is_public=True)
+    say(chat, api_key, "배송 언제 와요?", external_id="cust-9")
+    chat = [r for r in fake_llm.requests if r["messages"][-1]["content"] == "배송 언제 와요?"]  # not an extraction
+    system = chat[-1]["messages"][0]["content"]
+    about_person, _, general = system.partition("The organization's general knowledge")
+    assert "배송지는 부산 해운대" in about_person and "2~3일" not in about_person
+    assert "2~3일" in general and "해운대" not in general

@@ -107,8 +107,9 @@ def test_grounding_has_profile_preferences_and_ranked_memories(organization, per
     policy = memory_add(organization=organization, text="환불 규정: 전자제품은 개봉 시 불가", is_public=True)
     grounding = grounding_for(end_user=person, organization=organization, query="환불 규정 알려줘")
     assert grounding.profile == {"name": "민수", "preferences": ["연락은 이메일을 선호함"]}
-    assert {m["id"] for m in grounding.memories} >= {refund.pk, policy.pk}
-    assert all(set(m) == {"id", "text", "score"} for m in grounding.memories)
+    assert [m["id"] for m in grounding.memories] == [refund.pk]  # the person's only
+    assert [m["id"] for m in grounding.knowledge] == [policy.pk]  # the organization's, kept apart
+    assert all(set(m) == {"id", "text", "score"} for m in grounding.memories + grounding.knowledge)
 
 
 def test_fallback_ranking_matches_prefixes():
@@ -122,7 +123,7 @@ def test_internal_org_memories_never_reach_customers(organization, person):
     public = memory_add(organization=organization, text="할인 행사: 이번 주 전 품목 10% 할인", is_public=True)
     internal = memory_add(organization=organization, text="할인 코드 STAFF-ONLY-7777 은 직원 전용")
     grounding = grounding_for(end_user=person, organization=organization, query="할인 코드 알려줘")
-    ids = {m["id"] for m in grounding.memories}
+    ids = {m["id"] for m in grounding.memories + grounding.knowledge}  # org knowledge is kept apart (issue 11)
     assert public.pk in ids and internal.pk not in ids
     # Updating an internal memory keeps it internal; the operator's own search still finds it.
     assert not memory_update(memory=internal, text="할인 코드 STAFF-ONLY-8888 은 직원 전용").is_public
@@ -131,11 +132,10 @@ def test_internal_org_memories_never_reach_customers(organization, person):
     from endusers.models import Identity
 
     Identity.objects.create(organization=organization, end_user=person, kind="account", value="staff-1", verified=True)
-    staff_ids = {m["id"] for m in grounding_for(end_user=person, organization=organization,
-                                                 query="할인 코드 알려줘").memories}
+    staff = grounding_for(end_user=person, organization=organization, query="할인 코드 알려줘")
+    staff_ids = {m["id"] for m in staff.memories + staff.knowledge}
     assert internal.pk not in staff_ids  # superseded by the update
-    assert any("STAFF-ONLY-8888" in m["text"] for m in grounding_for(
-        end_user=person, organization=organization, query="할인 코드 알려줘").memories)
+    assert any("STAFF-ONLY-8888" in m["text"] for m in staff.knowledge)
 
 
 def test_internal_org_memory_is_not_answered_to_an_anonymous_visitor(client, organization, agent, offline_llm):

@@ -27,7 +27,7 @@ def test_verified_person_across_two_sessions_and_a_claim_that_does_not_attach(
     assert email.end_user_id == person.pk and not email.verified  # captured from the chat: a claim
 
     # Session 2: a new conversation, same verified identity.
-    second = chat(api_key, {"message": "환불 규정 알려줘", "external_id": "cust-42"})
+    second = chat(api_key, {"message": "환불 규정 알려줘", "external_id": "cust-42", "new_session": True})
     assert second.status_code == 200, second.content
     body = second.json()
     assert body["session_id"] != session_1

@@ -31,8 +31,8 @@ KNOWN_FAIL_MESSAGES = (
 
 class Outcome:
     DELIVERED = "delivered"  # HTTP 2xx and SUCCESS
-    FINAL = "final"  # do not retry: FAIL, other 4xx, an unreadable 2xx
-    RETRYABLE = "retryable"  # network error, 5xx, 429, Kakao ERROR
+    FINAL = "final"  # do not retry: FAIL, other 4xx, an unreadable 2xx, an unknown outcome
+    RETRYABLE = "retryable"  # connect error (nothing sent), 5xx, 429, Kakao ERROR
 
 
 @dataclass
@@ -160,10 +160,11 @@ def callback_post(*, url: str, body: dict, timeout: float | None = None) -> Call
         logger.warning("kakao callback: connect failed: %s", exc)
         return CallbackResult(Outcome.RETRYABLE, error_code="connect_error", error="Could not connect to the callback host.",
                               nothing_sent=True)
-    except httpx.TimeoutException as exc:
-        logger.warning("kakao callback: timed out: %s", exc)
-        return CallbackResult(Outcome.RETRYABLE, error_code="timeout", error="The callback host did not answer in time.")
     except httpx.HTTPError as exc:
-        logger.warning("kakao callback: network error: %s", exc)
-        return CallbackResult(Outcome.RETRYABLE, error_code="network_error", error="Network error while posting the callback.")
+        # The connection was made and the request (or part of it) went out, but no answer came back:
+        # a read/write timeout, a dropped connection. Kakao may have delivered it, so by the exactly-once
+        # rule it is final, like a 2xx we cannot read; only failures known to precede delivery retry.
+        logger.warning("kakao callback: no answer after the request was sent: %s: %s", type(exc).__name__, exc)
+        return CallbackResult(Outcome.FINAL, error_code="outcome_unknown",
+                              error="No answer after the request was sent; not posted again to avoid a duplicate answer.")
     return _classify(response)

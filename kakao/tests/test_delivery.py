@@ -109,7 +109,7 @@ def test_known_fail_messages_are_final(receive, kakao_receiver, offline_llm, beh
     assert KakaoEvent.objects.filter(kind="callback_failed", task=task).exists()
 
 
-@pytest.mark.parametrize("first", [fake.ERROR, fake.HTTP_500, fake.HTTP_502, fake.HTTP_429, fake.DROP])
+@pytest.mark.parametrize("first", [fake.ERROR, fake.HTTP_500, fake.HTTP_502, fake.HTTP_429])
 def test_retryable_answers_are_retried(receive, kakao_receiver, offline_llm, first):
     task, token = receive(plan=(first, fake.SUCCESS))
     assert deliver(task) == "completed"
@@ -142,14 +142,20 @@ def test_redirects_are_not_followed(receive, kakao_receiver, offline_llm):
     assert task.http_status == 302 and task.error_code == "http_302"
 
 
-def test_slow_receiver_times_out_and_is_retried(receive, kakao_receiver, offline_llm, settings):
+@pytest.mark.parametrize("first", [fake.SLOW, fake.DROP])
+def test_no_answer_after_the_request_was_sent_is_an_unknown_outcome_never_posted_again(
+        receive, kakao_receiver, offline_llm, settings, first):
+    """Issue 11, 16: a receiver that holds the POST past the read timeout (and then answers SUCCESS), or drops
+    the connection after reading it, may have delivered the answer: exactly once means no second POST."""
     settings.KAKAO_CALLBACK_READ_TIMEOUT = 0.5
     kakao_receiver.config.slow_seconds = 1.5
-    task, token = receive(plan=(fake.SLOW, fake.SUCCESS))
-    assert deliver(task) == "completed"
+    task, token = receive(plan=(first, fake.SUCCESS, fake.SUCCESS))
+    assert deliver(task) == "failed"
+    assert [r.behaviour for r in kakao_receiver.for_token(token)] == [first]
     task.refresh_from_db()
-    assert task.attempts == 2
-    assert [r.behaviour for r in kakao_receiver.for_token(token)] == [fake.SLOW, fake.SUCCESS]
+    assert task.attempts == 1 and task.error_code == "outcome_unknown" and task.post_started_at is None
+    assert "not posted again" in task.last_error
+    assert KakaoEvent.objects.filter(kind="callback_failed", task=task).exists()
 
 
 def test_connection_refused_is_retried_then_failed(receive, offline_llm):

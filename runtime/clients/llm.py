@@ -30,6 +30,7 @@ class LLMRequest:
     # Structured grounding for providers that answer without a model (offline).
     profile: dict = field(default_factory=dict)
     memories: list[dict] = field(default_factory=list)
+    knowledge: list[dict] = field(default_factory=list)  # the organization's, not the person's
     user_text: str = ""
     options: dict = field(default_factory=dict)  # Agent.llm_options: parameters to omit or rename
 
@@ -274,13 +275,17 @@ def offline_answer(request: LLMRequest) -> str:
     korean = text_is_korean(request.user_text)
     name = (request.profile or {}).get("name") or ""
     memories = [m.get("text", "") for m in request.memories if m.get("text")][:3]
+    knowledge = [m.get("text", "") for m in request.knowledge if m.get("text")][:3]
     if korean:
         lines = [f"{name}님, 안녕하세요." if name else "안녕하세요."]
         lines.append("지금은 AI 모델이 설정되어 있지 않아 오프라인 모드로 답변드려요.")
         if memories:
             lines.append("제가 기억하고 있는 관련 내용은 다음과 같아요:")
             lines.extend(f"- {m}" for m in memories)
-        else:
+        if knowledge:
+            lines.append("도움이 될 만한 안내 정보예요:")
+            lines.extend(f"- {m}" for m in knowledge)
+        if not memories and not knowledge:
             lines.append(f"'{_clip(request.user_text)}' 메시지를 잘 받았고, 대화는 저장되었어요.")
     else:
         lines = [f"Hello, {name}." if name else "Hello."]
@@ -288,7 +293,10 @@ def offline_answer(request: LLMRequest) -> str:
         if memories:
             lines.append("Here is what I remember that may help:")
             lines.extend(f"- {m}" for m in memories)
-        else:
+        if knowledge:
+            lines.append("Here is general information that may help:")
+            lines.extend(f"- {m}" for m in knowledge)
+        if not memories and not knowledge:
             lines.append(f"I received \"{_clip(request.user_text)}\" and saved the conversation.")
     return "\n".join(lines)
 

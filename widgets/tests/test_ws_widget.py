@@ -196,3 +196,27 @@ async def test_a_joined_socket_stays_open_on_redis_past_the_blocking_pop(widget,
     frames = await receive_until(ws, "assistant_message", timeout=10)
     assert frames[-1]["message"]
     await ws.disconnect()
+
+
+async def test_a_message_resent_from_a_new_socket_is_not_shown_twice(widget, fake_llm):
+    """A tab's socket drops mid-answer; its new socket joins and resends the unanswered message (same
+    client_message_id). The answer goes on; the new socket gets each of its events once, not once
+    from following the answer and again from the session group."""
+    fake_llm.config.reply = " ".join(f"w{i}" for i in range(30))
+    fake_llm.config.tokens_per_second = 20
+    started = await sync_to_async(_init)(widget)
+    first = await connect()
+    await first.send_json_to({"type": "join", "token": started["widget_token"]})
+    assert (await first.receive_json_from())["type"] == "joined"
+    await first.send_json_to({"type": "user_message", "message": "길게", "client_message_id": "c-resend"})
+    await receive_until(first, "delta")
+    await first.disconnect()
+
+    second = await connect()
+    await second.send_json_to({"type": "join", "token": started["widget_token"]})
+    assert (await second.receive_json_from())["type"] == "joined"
+    await second.send_json_to({"type": "user_message", "message": "길게", "client_message_id": "c-resend"})
+    frames = await receive_until(second, "assistant_message", timeout=10)
+    indexes = [f["index"] for f in frames if f["type"] == "delta"]
+    assert len(indexes) == len(set(indexes)), indexes
+    await second.disconnect()

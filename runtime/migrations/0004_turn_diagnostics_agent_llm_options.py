@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runtime', '0002_agent_extra_form_fields'),
+        ('runtime', '0003_conversation_proxy'),
     ]
 
     operations = [
