@@ -81,13 +81,21 @@ def fake_llm_server():
 @pytest.fixture
 def fake_llm(fake_llm_server, settings):
     """The fake OpenAI-compatible server, reset, with the runtime pointed at it."""
+    from runtime.clients.compat import refused_forget
+    from runtime.clients.llm_health import llm_health_forget
+
     fake_llm_server.reset()
     settings.OPENAI_BASE_URL = fake_llm_server.base_url
     settings.OPENAI_API_KEY = "test-key"
     settings.LLM_MAX_RETRIES = 0
     settings.LLM_READ_TIMEOUT = 5
+    # What one test taught the runtime about the server (refused parameters, an outage) is not the next one's.
+    refused_forget()
+    llm_health_forget()
     yield fake_llm_server
     fake_llm_server.reset()
+    refused_forget()
+    llm_health_forget()
 
 
 @pytest.fixture

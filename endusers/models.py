@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.db import models
 
+from runtime import storage
+
 
 class EndUser(models.Model):
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="end_users")
-    display_name = models.CharField(max_length=100, blank=True)
-    profile = models.JSONField(default=dict, blank=True)
+    display_name = storage.CharField(max_length=100, blank=True)
+    profile = storage.JSONField(default=dict, blank=True)
     merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from")
     merged_at = models.DateTimeField(null=True, blank=True)
     erased_at = models.DateTimeField(null=True, blank=True, help_text="Personal data erased; counts kept.")
@@ -41,8 +43,8 @@ class Identity(models.Model):
 
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
     end_user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="identities")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    value = models.CharField(max_length=255, help_text="Normalized value.")
+    kind = storage.CharField(max_length=16, choices=Kind.choices)
+    value = storage.CharField(max_length=255, help_text="Normalized value.")
     verified = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now=True)
@@ -66,7 +68,7 @@ class EndUserSession(models.Model):
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
     end_user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="timeline_sessions")
     session = models.OneToOneField("runtime.Session", on_delete=models.CASCADE, related_name="end_user_index")
-    channel = models.CharField(max_length=20)
+    channel = storage.CharField(max_length=20)
     message_count = models.PositiveIntegerField(default=0)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -88,7 +90,7 @@ class EndUserMessage(models.Model):
     end_user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="timeline_messages")
     session = models.ForeignKey("runtime.Session", on_delete=models.CASCADE, related_name="+")
     turn = models.OneToOneField("runtime.Turn", on_delete=models.CASCADE, related_name="end_user_index")
-    channel = models.CharField(max_length=20)
+    channel = storage.CharField(max_length=20)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -121,15 +123,15 @@ class Memory(models.Model):
         EndUser, null=True, blank=True, on_delete=models.CASCADE, related_name="memories",
         help_text="Empty: an organization-wide memory.",
     )
-    text = models.TextField()
+    text = storage.TextField()
     is_public = models.BooleanField(
         default=False,
         help_text="Organization-wide memories only: may the bot tell it to customers (shipping policy, opening "
         "hours)? Internal ones (discount codes, notes for staff) never reach a customer's conversation.",
     )
-    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.FACT)
-    key = models.CharField(max_length=32, blank=True, help_text="Profile attribute this memory holds (name, email, phone).")
-    source = models.CharField(max_length=12, choices=Source.choices, default=Source.COMMAND)
+    kind = storage.CharField(max_length=12, choices=Kind.choices, default=Kind.FACT)
+    key = storage.CharField(max_length=32, blank=True, help_text="Profile attribute this memory holds (name, email, phone).")
+    source = storage.CharField(max_length=12, choices=Source.choices, default=Source.COMMAND)
     source_turn = models.ForeignKey("runtime.Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="supersedes")
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -167,10 +169,10 @@ class MemoryEvent(models.Model):
         MERGE = "merge", "moved by a merge"
 
     memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="events")
-    action = models.CharField(max_length=8, choices=Action.choices)
-    old_text = models.TextField(blank=True)
-    new_text = models.TextField(blank=True)
-    actor = models.CharField(max_length=60, blank=True, help_text="command, extraction, api key, admin user…")
+    action = storage.CharField(max_length=8, choices=Action.choices)
+    old_text = storage.TextField(blank=True)
+    new_text = storage.TextField(blank=True)
+    actor = storage.CharField(max_length=60, blank=True, help_text="command, extraction, api key, admin user…")
     turn = models.ForeignKey("runtime.Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -187,8 +189,8 @@ class ErasureRecord(models.Model):
 
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
     end_user_id_erased = models.BigIntegerField(db_index=True)
-    actor = models.CharField(max_length=150)
-    counts = models.JSONField(default=dict)
+    actor = storage.CharField(max_length=150)
+    counts = storage.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -205,8 +207,8 @@ class MergeRecord(models.Model):
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="+")
     source = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="+")
     target = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="+")
-    actor = models.CharField(max_length=150, blank=True)
-    counts = models.JSONField(default=dict)
+    actor = storage.CharField(max_length=150, blank=True)
+    counts = storage.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

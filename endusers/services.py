@@ -590,7 +590,10 @@ def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
             Q(end_user_id__in=people) | Q(pk__in=Turn.objects.filter(theirs).values("session_id"))).values_list("pk", flat=True))
         counts = {
             "sessions": len(session_ids),
-            "messages": Turn.objects.filter(theirs).update(user_text="", reply_text="", payload={}, error=""),
+            # diagnostics too: an upstream error body can echo the prompt (runtime.clients.compat)
+            "messages": Turn.objects.filter(theirs).update(
+                user_text="", reply_text="", payload={}, error="", diagnostics={}
+            ),
             "identities": Identity.objects.filter(end_user_id__in=people).delete()[1].get("endusers.Identity", 0),
             "memories": Memory.objects.filter(end_user_id__in=people).count(),
         }

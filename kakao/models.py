@@ -7,6 +7,8 @@ import uuid
 
 from django.db import models
 
+from runtime import storage
+
 DEFAULT_WAITING_TEXT = "답변을 생성하고 있어요. 잠시만 기다려 주세요."
 DEFAULT_WELCOME_TEXT = "안녕하세요! 무엇이든 물어보세요. 이름을 알려 주시면 기억해 둘게요. (예: 내 이름은 민수야)"
 
@@ -24,22 +26,22 @@ class KakaoBot(models.Model):
 
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="kakao_bots")
     agent = models.ForeignKey("runtime.Agent", on_delete=models.PROTECT, related_name="kakao_bots")
-    name = models.CharField(max_length=100)
-    bot_id = models.CharField(
+    name = storage.CharField(max_length=100)
+    bot_id = storage.CharField(
         max_length=64, unique=True,
         help_text="Open Builder bot id (bot.id), without the trailing '!' of the development channel.",
     )
-    secret_header_name = models.CharField(
+    secret_header_name = storage.CharField(
         max_length=64, default="X-Mejai-Skill-Secret",
         help_text="Header added in the skill settings (헤더값 입력); compared in constant time.",
     )
-    secret_header_value = models.CharField(max_length=200, default=_secret)
-    waiting_text = models.CharField(
+    secret_header_value = storage.CharField(max_length=200, default=_secret)
+    waiting_text = storage.CharField(
         max_length=200, default=DEFAULT_WAITING_TEXT,
         help_text="Shown while the answer is generated (the block's waiting message {{#webhook.text}}).",
     )
-    welcome_text = models.CharField(max_length=500, default=DEFAULT_WELCOME_TEXT, help_text="POST /kakao/welcome.")
-    allowed_callback_hosts = models.JSONField(
+    welcome_text = storage.CharField(max_length=500, default=DEFAULT_WELCOME_TEXT, help_text="POST /kakao/welcome.")
+    allowed_callback_hosts = storage.JSONField(
         default=_default_hosts, help_text='Hosts a callbackUrl may point at, e.g. ["bot-api.kakao.com"].'
     )
     session_timeout_minutes = models.PositiveIntegerField(
@@ -74,16 +76,16 @@ class KakaoUser(models.Model):
         NAME_CHANGE = "name_change", "waiting for a new name"
 
     bot = models.ForeignKey(KakaoBot, on_delete=models.CASCADE, related_name="users")
-    user_key = models.CharField(max_length=70, help_text="userRequest.user.id (botUserKey).")
-    plusfriend_user_key = models.CharField(max_length=100, blank=True)
-    app_user_id = models.CharField(max_length=100, blank=True)
+    user_key = storage.CharField(max_length=70, help_text="userRequest.user.id (botUserKey).")
+    plusfriend_user_key = storage.CharField(max_length=100, blank=True)
+    app_user_id = storage.CharField(max_length=100, blank=True)
     is_friend = models.BooleanField(default=False)
     end_user = models.ForeignKey("endusers.EndUser", on_delete=models.CASCADE, related_name="kakao_users")
     session = models.ForeignKey(
         "runtime.Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The current conversation.",
     )
-    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.NONE, blank=True)
+    mode = storage.CharField(max_length=20, choices=Mode.choices, default=Mode.NONE, blank=True)
     mode_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
@@ -126,30 +128,30 @@ class CallbackTask(models.Model):
     bot = models.ForeignKey(KakaoBot, on_delete=models.CASCADE, related_name="callback_tasks")
     kakao_user = models.ForeignKey(KakaoUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     turn = models.ForeignKey("runtime.Turn", on_delete=models.CASCADE, related_name="kakao_tasks")
-    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.CALLBACK)
-    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
-    callback_url = models.TextField(blank=True, help_text="Kept verbatim: re-encoding breaks the token.")
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    mode = storage.CharField(max_length=10, choices=Mode.choices, default=Mode.CALLBACK)
+    token_hash = storage.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    callback_url = storage.TextField(blank=True, help_text="Kept verbatim: re-encoding breaks the token.")
+    status = storage.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     received_at = models.DateTimeField()
     not_before = models.DateTimeField(help_text="Receipt + the settle time.")
     deadline = models.DateTimeField(help_text="Receipt + 55 s: nothing is posted later.")
     claimed_at = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_by = storage.CharField(max_length=100, blank=True)
     post_started_at = models.DateTimeField(
         null=True, blank=True,
         help_text="Set before each POST and cleared once its outcome is recorded: a post in flight.",
     )
     posted_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
-    response_kind = models.CharField(max_length=16, choices=Kind.choices, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_kind = storage.CharField(max_length=16, choices=Kind.choices, blank=True)
+    response_body = storage.JSONField(null=True, blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    kakao_task_id = models.CharField(max_length=100, blank=True)
-    kakao_status = models.CharField(max_length=16, blank=True)
-    kakao_message = models.CharField(max_length=500, blank=True)
-    last_error = models.TextField(blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
+    kakao_task_id = storage.CharField(max_length=100, blank=True)
+    kakao_status = storage.CharField(max_length=16, blank=True)
+    kakao_message = storage.CharField(max_length=500, blank=True)
+    last_error = storage.TextField(blank=True)
+    error_code = storage.CharField(max_length=40, blank=True)
     held_delivered_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="delivered_held",
         help_text="The later delivery that carried this held answer.",
@@ -192,8 +194,8 @@ class KakaoEvent(models.Model):
     kakao_user = models.ForeignKey(KakaoUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     session = models.ForeignKey("runtime.Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     task = models.ForeignKey(CallbackTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    kind = models.CharField(max_length=32, choices=Kind.choices)
-    detail = models.JSONField(default=dict, blank=True)
+    kind = storage.CharField(max_length=32, choices=Kind.choices)
+    detail = storage.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -216,6 +216,18 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
+# Model-server compatibility (docs/model-compatibility.md): optional parameters never sent,
+# the name of the token limit, and how long a refused parameter is remembered per base URL+model.
+LLM_OMIT_PARAMETERS = env_list("LLM_OMIT_PARAMETERS", ())
+LLM_MAX_TOKENS_PARAMETER = env_str("LLM_MAX_TOKENS_PARAMETER", "max_tokens")
+LLM_PARAMETER_MEMORY_SECONDS = env_int("LLM_PARAMETER_MEMORY_SECONDS", 86400, minimum=0)
+# /readyz model check: a GET /models probe cached this long, and an outage window fed by real calls.
+LLM_PROBE_SECONDS = env_int("LLM_PROBE_SECONDS", 30, minimum=1)
+LLM_PROBE_TIMEOUT = env_float("LLM_PROBE_TIMEOUT", 2, minimum=0.1)
+LLM_FAILURE_WINDOW_SECONDS = env_int("LLM_FAILURE_WINDOW_SECONDS", 120, minimum=1)
+LLM_FAILURE_THRESHOLD = env_int("LLM_FAILURE_THRESHOLD", 3, minimum=1)
+# Whether a model outage makes /readyz answer 503 (default: reported, status "degraded", 200).
+READYZ_REQUIRE_LLM = env_bool("READYZ_REQUIRE_LLM", False)
 
 # --- Runtime limits ----------------------------------------------------------------------
 RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000, minimum=1)

@@ -217,8 +217,8 @@ class SessionAdmin(OrganizationScopedAdmin):
 
 @admin.register(Turn)
 class TurnAdmin(OrganizationScopedAdmin):
-    list_display = ["session", "seq", "status", "handled_by", "model", "tokens_in", "tokens_out", "ttft_ms", "latency_ms", "created_at"]
-    list_filter = ["status", "handled_by", "session__channel"]
+    list_display = ["session", "seq", "status", "error_code", "handled_by", "model", "tokens_in", "tokens_out", "ttft_ms", "latency_ms", "created_at"]
+    list_filter = ["status", "error_code", "handled_by", "session__channel"]
     raw_id_fields = ["session", "author", "prompt_version"]
     readonly_fields = [f.name for f in Turn._meta.fields]
     search_fields = ["client_message_id"]

@@ -96,7 +96,7 @@ class TurnOutput(serializers.ModelSerializer):
     class Meta:
         model = Turn
         fields = ["id", "seq", "user_text", "reply_text", "payload", "status", "handled_by", "model", "prompt_version",
-                  "tokens_in", "tokens_out", "ttft_ms", "latency_ms", "error_code", "created_at", "completed_at"]
+                  "tokens_in", "tokens_out", "ttft_ms", "latency_ms", "error_code", "diagnostics", "created_at", "completed_at"]
 
 
 class SessionTurnsApi(JsonErrorsMixin, ListAPIView):

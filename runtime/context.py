@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
+from runtime.clients.stream import ReasoningSplitter
 from runtime.models import PromptVersion, Session, Turn
 from runtime.text import tokens_estimate
 
@@ -137,6 +138,17 @@ def page_context_message(page: dict[str, Any]) -> dict | None:
     return {"role": "user", "content": f'<page_context untrusted="true">\n{data}\n</page_context>'}
 
 
+def history_reply_clean(reply_text: str) -> str:
+    """A stored reply as history: without reasoning blocks (rows stored before they were
+    separated), stripped; "" when nothing visible is left."""
+    if "<think" in reply_text or "</think" in reply_text:
+        splitter = ReasoningSplitter()
+        splitter.feed(reply_text)
+        splitter.flush()
+        reply_text = splitter.visible
+    return reply_text.strip()
+
+
 def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> ConversationContext:
     """Build the model's messages: system + grounding + history (within a token budget) + this turn."""
     system_text, version = _system_prompt(session)
@@ -155,6 +167,9 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
     )
     history: list[dict] = []
     for user_text, reply_text in earlier:
+        reply_text = history_reply_clean(reply_text)
+        if not reply_text:
+            continue  # strict servers refuse an empty assistant message; such a turn has nothing to recall
         cost = tokens_estimate(user_text) + tokens_estimate(reply_text)
         if cost > budget:
             break

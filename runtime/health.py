@@ -54,10 +54,24 @@ def _check_broker() -> dict:
 
 
 def _check_llm() -> dict:
-    # The mode and model only: the base URL (an internal address, maybe with credentials) is never shown.
-    if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
-        return {"ok": True, "mode": "openai_compatible", "model": settings.LLM_MODEL}
-    return {"ok": True, "mode": "offline", "warning": "no model configured; answers come from the offline provider"}
+    """The model, honestly: a cached cheap probe (GET /models) and the recent-failure window of
+    real calls (runtime.clients.llm_health). Either one failing makes it not ok. The mode and
+    model only: the base URL (an internal address, maybe with credentials) is never shown."""
+    if not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL):
+        return {"ok": True, "mode": "offline", "warning": "no model configured; answers come from the offline provider"}
+    from runtime.clients.llm_health import llm_probe, llm_window_state
+
+    probe = llm_probe(base_url=settings.OPENAI_BASE_URL or "https://api.openai.com/v1", api_key=settings.OPENAI_API_KEY)
+    window = llm_window_state()
+    result = {
+        "ok": bool(probe["ok"] and window["ok"]), "mode": "openai_compatible", "model": settings.LLM_MODEL,
+        "probe": probe, "recent_failures": window["recent_failures"],
+    }
+    if not probe["ok"]:
+        result["error"] = probe.get("error") or "the model server did not answer the probe"
+    elif not window["ok"]:
+        result["error"] = f"{window['recent_failures']} model calls failed recently ({window['last_code']})"
+    return result
 
 
 async def _run_checks() -> dict:
@@ -73,10 +87,14 @@ async def _run_checks() -> dict:
     await run("database", sync_to_async(_check_database))
     await run("channel_layer", _check_channel_layer)
     await run("broker", sync_to_async(_check_broker, thread_sensitive=False))
-    await run("llm", sync_to_async(_check_llm))
-    ok = all(c.get("ok") for c in checks.values())
-    return {"status": "ready" if ok else "unavailable", "checks": checks,
-            "elapsed_ms": int((time.monotonic() - started) * 1000)}
+    await run("llm", sync_to_async(_check_llm, thread_sensitive=False))
+    # A model outage is reported but, unless READYZ_REQUIRE_LLM, does not take the process out of
+    # the load balancer: stored messages, commands, history and the offline paths still work,
+    # and every instance shares the same model server (all would go out at once).
+    required = [c for name, c in checks.items() if name != "llm" or settings.READYZ_REQUIRE_LLM]
+    ok = all(c.get("ok") for c in required)
+    status = "unavailable" if not ok else "ready" if checks["llm"].get("ok") else "degraded"
+    return {"status": status, "checks": checks, "elapsed_ms": int((time.monotonic() - started) * 1000)}
 
 
 # One check at a time per process, its result reused for READYZ_CACHE_SECONDS: 60 probes at once
@@ -119,9 +137,10 @@ def _detail_allowed(request) -> bool:
 
 
 async def readyz(request):
-    """200 `ready` / 503 `unavailable` for anyone; each check's detail only for operators (token or network)."""
+    """200 `ready` / 200 `degraded` (model out) / 503 `unavailable` for anyone; each check's detail
+    only for operators (token or network)."""
     body = await _readiness()
-    status = 200 if body["status"] == "ready" else 503
+    status = 503 if body["status"] == "unavailable" else 200  # "degraded": the model is out (see _run_checks)
     if not _detail_allowed(request):
         body = {"status": body["status"]}
     response = JsonResponse(body, status=status)

@@ -8,10 +8,12 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from runtime import storage
+
 
 class Organization(models.Model):
-    slug = models.SlugField(max_length=64, unique=True)
-    name = models.CharField(max_length=200)
+    slug = storage.SlugField(max_length=64, unique=True)
+    name = storage.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -38,9 +40,9 @@ class ApiKey(models.Model):
     PREFIX = "mj_sk_"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
-    key_prefix = models.CharField(max_length=16, help_text="First characters, to recognise a key.")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    name = storage.CharField(max_length=100)
+    key_prefix = storage.CharField(max_length=16, help_text="First characters, to recognise a key.")
+    key_hash = storage.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -59,8 +61,8 @@ class ApiKey(models.Model):
 
 class PromptTemplate(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="prompt_templates")
-    name = models.CharField(max_length=100)
-    description = models.CharField(max_length=300, blank=True)
+    name = storage.CharField(max_length=100)
+    description = storage.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -78,8 +80,8 @@ class PromptTemplate(models.Model):
 class PromptVersion(models.Model):
     template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
-    text = models.TextField()
-    note = models.CharField(max_length=200, blank=True)
+    text = storage.TextField()
+    note = storage.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=False)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,9 +110,9 @@ class PromptAudit(models.Model):
     template = models.ForeignKey(PromptTemplate, on_delete=models.CASCADE, related_name="audit")
     version = models.ForeignKey(PromptVersion, null=True, on_delete=models.SET_NULL, related_name="+")
     previous_version = models.ForeignKey(PromptVersion, null=True, on_delete=models.SET_NULL, related_name="+")
-    action = models.CharField(max_length=16, choices=Action.choices)
+    action = storage.CharField(max_length=16, choices=Action.choices)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_label = models.CharField(max_length=150, blank=True, help_text="API key or user that acted.")
+    actor_label = storage.CharField(max_length=150, blank=True, help_text="API key or user that acted.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -122,19 +124,24 @@ class PromptAudit(models.Model):
 
 class Agent(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="agents")
-    name = models.CharField(max_length=100)
-    model = models.CharField(max_length=100, blank=True, help_text="Empty: the LLM_MODEL setting.")
+    name = storage.CharField(max_length=100)
+    model = storage.CharField(max_length=100, blank=True, help_text="Empty: the LLM_MODEL setting.")
     temperature = models.FloatField(default=0.2)
     max_tokens = models.PositiveIntegerField(default=1000)
     is_active = models.BooleanField(default=True)
     tools_enabled = models.BooleanField(
         default=True, help_text="Let the model add quick replies and forms through tool calls."
     )
+    llm_options = storage.JSONField(
+        default=dict, blank=True,
+        help_text='Request parameters for this agent\'s model server, e.g. {"omit": ["stream_options"], '
+        '"max_tokens_parameter": "max_completion_tokens"}. See docs/model-compatibility.md.',
+    )
     prompt = models.ForeignKey(
         PromptTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="agents",
         help_text="System prompt; its active version is used.",
     )
-    extra_form_fields = models.JSONField(
+    extra_form_fields = storage.JSONField(
         default=list, blank=True,
         help_text='Form fields the bot may ask for besides name, email, phone and order_id, e.g. ["company"]. '
         "Secret-like fields (password, card number…) are never asked for.",
@@ -156,8 +163,13 @@ class Agent(models.Model):
     def clean(self):
         from django.core.exceptions import ValidationError
 
+        from runtime.clients.compat import agent_llm_options_clean
         from runtime.forms import FIELD_NAME, secret_like
 
+        try:
+            self.llm_options = agent_llm_options_clean(self.llm_options)
+        except ValueError as exc:
+            raise ValidationError({"llm_options": str(exc)}) from exc
         fields = self.extra_form_fields
         if fields in (None, ""):
             self.extra_form_fields = []
@@ -185,12 +197,12 @@ class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sessions")
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="sessions")
-    channel = models.CharField(max_length=20, choices=Channel.choices)
+    channel = storage.CharField(max_length=20, choices=Channel.choices)
     end_user = models.ForeignKey(
         "endusers.EndUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversation_sessions"
     )
-    metadata = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    metadata = storage.JSONField(default=dict, blank=True)
+    status = storage.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     last_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the latest turn.")
     created_at = models.DateTimeField(auto_now_add=True)
     last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -221,22 +233,25 @@ class Turn(models.Model):
     author = models.ForeignKey(
         "endusers.EndUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="authored_turns"
     )
-    user_text = models.TextField()
-    client_message_id = models.CharField(max_length=128, blank=True)
+    user_text = storage.TextField()
+    client_message_id = storage.CharField(max_length=128, blank=True)
     # sha256(organization, channel principal, client_message_id): a retry finds its turn.
-    idempotency_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
-    reply_text = models.TextField(blank=True)
-    payload = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
-    handled_by = models.CharField(max_length=40, blank=True, help_text="llm, or the command that answered.")
-    model = models.CharField(max_length=100, blank=True)
+    idempotency_key = storage.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    reply_text = storage.TextField(blank=True)
+    payload = storage.JSONField(default=dict, blank=True)
+    status = storage.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    handled_by = storage.CharField(max_length=40, blank=True, help_text="llm, or the command that answered.")
+    model = storage.CharField(max_length=100, blank=True)
     prompt_version = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.SET_NULL)
     tokens_in = models.PositiveIntegerField(null=True, blank=True)
     tokens_out = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
-    error = models.TextField(blank=True)
+    error_code = storage.CharField(max_length=40, blank=True)
+    error = storage.TextField(blank=True)
+    # For operators only, never sent to a channel: the upstream error (masked, bounded), warnings
+    # (unusable tool calls, reasoning without its tag), finish_reason, reasoning length, parameters.
+    diagnostics = storage.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

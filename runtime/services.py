@@ -27,11 +27,13 @@ from django.utils import timezone
 from mejai.concurrency import db_release
 from mejai.errors import ApiError
 from runtime import commands, selectors, signals
-from runtime.clients.llm import LLMError, LLMRequest, TextDelta, ToolCall, Usage, provider_get
+from runtime.answer import answer_assemble
+from runtime.clients.llm import LLMError, LLMRequest, StreamEnd, TextDelta, ToolCall, Usage, provider_get
 from runtime.context import context_build
 from runtime.events import TurnEvent, event_delta, event_error, event_message, event_start
 from runtime.identities import end_user_resolve
 from runtime.models import Agent, Channel, Organization, Session, Turn
+from runtime.storage import storage_text
 from runtime.text import user_text_validate
 
 logger = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ def turn_start(
     Without a session a new one is opened in the same transaction.
     """
     text = user_text_validate(text)
-    cmid = (client_message_id or "").strip()
+    cmid = storage_text((client_message_id or "").strip())  # hashed below: no lone surrogates
     if len(cmid) > 128:
         raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
     key = None
@@ -229,6 +231,8 @@ def turn_payload(turn: Turn) -> dict:
         "quick_replies": payload.get("quick_replies", []),
         "render_plan": payload.get("render_plan", []),
         "response_schema": payload.get("response_schema"),
+        # The model stopped at its token limit (or a content filter): the message is not whole.
+        "truncated": bool(payload.get("truncated")),
         "session_id": str(turn.session_id),
         "turn_id": str(turn.id),
         "usage": {
@@ -359,6 +363,44 @@ def _turn_finish(turn_id, *, loaded: Turn | None = None, **fields) -> Turn:
         Session.objects.filter(pk=turn.session_id).update(last_activity_at=timezone.now())
         transaction.on_commit(lambda: signals.turn_finished.send(sender=Turn, turn=turn))
     return turn
+
+
+async def _turn_finish_or_fail(turn: Turn, **fields) -> Turn | None:
+    """_turn_finish, fail-safe: when the final write fails the turn is marked failed
+    (`storage_failed`) and None is returned, so the caller ends the stream with an error event
+    instead of leaving the turn `streaming` (which would block the session's next turns)."""
+    try:
+        return await sync_to_async(_turn_finish)(turn.id, loaded=turn, **fields)
+    except Exception:
+        logger.exception("turn %s: storing its final state failed", turn.id)
+    try:
+        return await sync_to_async(_turn_fail_unfinished)(turn.id, intended=fields.get("status"))
+    except Exception:
+        # Even that failed (database gone): the stale-turn rule fails it once RUNTIME_TURN_STALE_SECONDS pass.
+        logger.exception("turn %s: marking it failed failed too", turn.id)
+    return None
+
+
+def _turn_fail_unfinished(turn_id, *, intended: str | None) -> Turn | None:
+    """After a failed final write: the stored turn when the write did commit (a hook after the
+    commit raised), else None once it is marked failed with `storage_failed`."""
+    stored = _turn_reload(turn_id)
+    if intended and stored.status == intended:
+        return stored
+    Turn.objects.filter(pk=turn_id).exclude(status__in=Turn.FINISHED).update(
+        status=Turn.Status.FAILED, error_code="storage_failed", error=STORAGE_FAILED_MESSAGE,
+        completed_at=timezone.now(),
+    )
+    return None
+
+
+ANSWER_FAILED_MESSAGE = "답변하지 못했어요. 다시 시도해 주세요. (The answer failed; please try again.)"
+STORAGE_FAILED_MESSAGE = "답변을 저장하지 못했어요. 다시 시도해 주세요. (The answer could not be stored; please try again.)"
+
+
+def _event_storage_failed(turn: Turn) -> TurnEvent:
+    return event_error(code="storage_failed", message=STORAGE_FAILED_MESSAGE, session_id=turn.session_id,
+                       turn_id=turn.id, retryable=True)
 
 
 def _predecessors_pending(turn: Turn) -> int:
@@ -532,10 +574,13 @@ async def _answer_command(turn: Turn, command: commands.Command, args: str, *, s
         "render_plan": _render_plan(reply.message, reply.quick_replies, reply.response_schema),
     }
     yield event_delta(turn_id=turn.id, text=reply.message, index=0)
-    finished = await sync_to_async(_turn_finish)(
-        turn.id, loaded=turn, status=Turn.Status.COMPLETED, reply_text=reply.message, payload=payload,
+    finished = await _turn_finish_or_fail(
+        turn, status=Turn.Status.COMPLETED, reply_text=reply.message, payload=payload,
         handled_by=f"command:{command.name}", latency_ms=int((time.monotonic() - started) * 1000),
     )
+    if finished is None:
+        yield _event_storage_failed(turn)
+        return
     yield event_message(turn_payload(finished))
 
 
@@ -564,11 +609,13 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         memories=context.grounding.memories,
         knowledge=context.grounding.knowledge,
         user_text=turn.user_text,
+        options=agent.llm_options or {},
     )
     model_label = agent.model_name if provider.name != "offline" else "offline"
     parts: list[str] = []
     calls: list[ToolCall] = []
     usage: Usage | None = None
+    end: StreamEnd | None = None
     ttft_ms: int | None = None
     common = {"model": model_label, "prompt_version": context.prompt_version, "handled_by": "llm"}
 
@@ -584,15 +631,31 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
                 calls.append(item)
             elif isinstance(item, Usage):
                 usage = item
+            elif isinstance(item, StreamEnd):
+                end = item
+        if end is None:
+            raise LLMError("llm_stream_broken", "The language model's answer was cut off.")
     except LLMError as exc:
         await stream.aclose()
-        await sync_to_async(_turn_finish)(
-            turn.id, loaded=turn, status=Turn.Status.FAILED, reply_text="".join(parts), error_code=exc.code,
-            error=exc.message,
+        diagnostics = {k: v for k, v in (("upstream_error", exc.upstream), ("warnings", exc.warnings)) if v}
+        failed = await _turn_finish_or_fail(
+            turn, status=Turn.Status.FAILED, reply_text="".join(parts), error_code=exc.code,
+            error=exc.message, diagnostics=diagnostics,
             ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
         )
         yield event_error(code=exc.code, message=exc.message, session_id=session.id, turn_id=turn.id,
-                          retryable=exc.retryable)
+                          retryable=exc.retryable or failed is None)
+        return
+    except Exception:
+        # A fault of ours while reading the answer: the turn still closes, and so does the stream.
+        logger.exception("turn %s: answering failed", turn.id)
+        await stream.aclose()
+        await _turn_finish_or_fail(
+            turn, status=Turn.Status.FAILED, reply_text="".join(parts), error_code="answer_failed",
+            error=ANSWER_FAILED_MESSAGE, ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+        )
+        yield event_error(code="answer_failed", message=ANSWER_FAILED_MESSAGE, session_id=session.id, turn_id=turn.id,
+                          retryable=True)
         return
     except (asyncio.CancelledError, GeneratorExit):
         # The client left: close the upstream stream, keep what was generated, mark the turn.
@@ -606,28 +669,25 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     finally:
         await stream.aclose()
 
-    quick_replies: list[dict] = []
-    response_schema = None
-    for call in calls:
-        if call.name == "suggest_quick_replies":
-            quick_replies = _quick_replies_from(call.arguments.get("replies"))
-        elif call.name == "request_user_info":
-            response_schema = _response_schema_from(call.arguments, extra_fields=session.agent.extra_form_fields)
-    message = "".join(parts).strip()
-    if not message and response_schema:
-        message = response_schema.get("title") or "아래 정보를 입력해 주세요. (Please fill in the form below.)"
-    elif not message and quick_replies:
-        message = "아래에서 선택해 주세요. (Please choose below.)"
-    payload = {
-        "quick_replies": quick_replies,
-        "response_schema": response_schema,
-        "render_plan": _render_plan(message, quick_replies, response_schema),
-    }
-    finished = await sync_to_async(_turn_finish)(
-        turn.id, loaded=turn, status=Turn.Status.COMPLETED, reply_text=message, payload=payload,
-        tokens_in=usage.tokens_in if usage else None, tokens_out=usage.tokens_out if usage else None,
-        ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,
+    answer = answer_assemble(end=end, calls=calls, extra_form_fields=session.agent.extra_form_fields)
+    usage_fields = {"tokens_in": usage.tokens_in if usage else None, "tokens_out": usage.tokens_out if usage else None,
+                    "ttft_ms": ttft_ms, "latency_ms": int((time.monotonic() - started) * 1000)}
+    if answer.error_code:
+        # No visible text and no usable tool call: a failure the client can retry, never an empty "completed".
+        await _turn_finish_or_fail(
+            turn, status=Turn.Status.FAILED, reply_text="", error_code=answer.error_code, error=answer.error_message,
+            diagnostics=answer.diagnostics, **usage_fields, **common,
+        )
+        yield event_error(code=answer.error_code, message=answer.error_message, session_id=session.id,
+                          turn_id=turn.id, retryable=True)
+        return
+    finished = await _turn_finish_or_fail(
+        turn, status=Turn.Status.COMPLETED, reply_text=answer.message, payload=answer.payload,
+        diagnostics=answer.diagnostics, **usage_fields, **common,
     )
+    if finished is None:
+        yield _event_storage_failed(turn)
+        return
     yield event_message(turn_payload(finished))
 
 

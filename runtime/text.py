@@ -9,17 +9,59 @@ from django.conf import settings
 
 from mejai.errors import ApiError
 
-# C0/C1 controls except tab and newline, plus zero-width and bidi-override characters
-# that hide text from people reading it (and NUL, which PostgreSQL refuses outright).
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+# Removed everywhere: C0/C1 controls except tab and newline (NUL is also what PostgreSQL
+# refuses), zero-width space, word joiner and the invisible math operators, the BOM, bidi
+# embeddings/overrides/isolates (they reorder what people read: "Trojan Source"), and lone
+# surrogates (not encodable). Kept: LRM/RLM/ALM (U+200E, U+200F, U+061C), which right-to-left
+# text needs, variation selectors, the soft hyphen.
+_REMOVE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060-\u2064\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]"
 )
+# ZWNJ/ZWJ carry meaning between non-ASCII characters (Persian and Indic words, emoji
+# sequences such as the family or the rainbow flag) and after a combining mark such as a
+# virama; between ASCII, at the start or after a space they only hide text.
+_JOINER = re.compile("[\u200c\u200d]")
+# Tag characters spell invisible ASCII ("ASCII smuggling"); the only visible use is a
+# subdivision flag: U+1F3F4, tags, U+E007F (England, Scotland, Wales).
+_TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
+_FLAG_TAGS = re.compile("[\U000e0020-\U000e007e]+\U000e007f")
+_LINE_SEPARATORS = re.compile("[\u2028\u2029\x85]")
+
+
+def _joiner_keep(match: re.Match) -> str:
+    text, i = match.string, match.start()
+    before = text[i - 1] if i > 0 else ""
+    after = text[i + 1] if i + 1 < len(text) else ""
+    if _joiner_carrier(before) and (_joiner_carrier(after) or unicodedata.category(before) in ("Mn", "Mc")):
+        return match.group()  # after a virama it shapes the letter even at a word's end (Malayalam chillu)
+    return ""
+
+
+def _joiner_carrier(char: str) -> bool:
+    return bool(char) and not char.isascii() and not char.isspace() and char not in "\u200c\u200d"
+
+
+def _tags_keep(match: re.Match) -> str:
+    text, i = match.string, match.start()
+    if i > 0 and text[i - 1] == "\U0001f3f4" and _FLAG_TAGS.fullmatch(match.group()):
+        return match.group()
+    return ""
 
 
 def text_clean(text: str) -> str:
-    """Normalize to NFC, drop control and invisible characters, fold CRLF, trim."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return _INVISIBLE.sub("", text).strip()
+    """Normalize to NFC, fold line breaks to \\n, drop what hides or reorders text, trim.
+
+    Meaning-carrying invisible characters stay: ZWJ/ZWNJ between non-ASCII characters, LRM/RLM,
+    variation selectors, the tags of a subdivision flag. See docs/model-compatibility.md.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _REMOVE.sub("", _LINE_SEPARATORS.sub("\n", text))
+    text = unicodedata.normalize("NFC", text)
+    if "\u200c" in text or "\u200d" in text:
+        text = _JOINER.sub(_joiner_keep, text)
+    if _TAG_RUN.search(text):
+        text = _TAG_RUN.sub(_tags_keep, text)
+    return text.strip()
 
 
 def user_text_validate(text, *, field: str = "message", max_chars: int | None = None) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 
 from widgets.models import ChatWidget
+from widgets.services import patterns_parse
 
 DEMO_NAME = "데모 위젯 · Demo widget"
-DEMO_DOMAINS = ["localhost", "127.0.0.1", "[::1]"]
+# No "[::1]": frame-ancestors cannot express an IPv6 literal (pattern_parse refuses it).
+DEMO_DOMAINS = ["localhost", "127.0.0.1"]
 DEMO_THEME = {
     "color": "#4f46e5",
     "icon": "chat",
@@ -27,9 +29,17 @@ def demo_setup(*, organization, agent) -> list[str]:
             organization=organization, agent=agent, name=DEMO_NAME, allowed_domains=DEMO_DOMAINS, theme=DEMO_THEME,
             locale=ChatWidget.Locale.KO,
         )
-    elif not widget.is_active:
-        widget.is_active = True
-        widget.save(update_fields=["is_active", "updated_at"])
+    else:
+        changed = []
+        usable = [d for d in widget.allowed_domains or [] if patterns_parse([d])]
+        if usable != widget.allowed_domains:
+            widget.allowed_domains = usable  # a demo widget from before "[::1]" was refused
+            changed.append("allowed_domains")
+        if not widget.is_active:
+            widget.is_active = True
+            changed.append("is_active")
+        if changed:
+            widget.save(update_fields=[*changed, "updated_at"])
     base = settings.PUBLIC_BASE_URL
     return [
         f"  widget:    {widget.public_key}  (allowed on localhost and 127.0.0.1, any port)",

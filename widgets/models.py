@@ -7,6 +7,8 @@ import string
 
 from django.db import models
 
+from runtime import storage
+
 PUBLIC_KEY_PREFIX = "mw_pk_"
 IDENTITY_SECRET_PREFIX = "mw_is_"
 _ALPHABET = string.ascii_letters + string.digits
@@ -39,25 +41,25 @@ class ChatWidget(models.Model):
         EN = "en", "English"
 
     organization = models.ForeignKey("runtime.Organization", on_delete=models.CASCADE, related_name="widgets")
-    name = models.CharField(max_length=100)
+    name = storage.CharField(max_length=100)
     agent = models.ForeignKey("runtime.Agent", on_delete=models.PROTECT, related_name="widgets")
-    public_key = models.CharField(
+    public_key = storage.CharField(
         max_length=40, unique=True, editable=False, help_text="Public key of the install snippet (mw_pk_…)."
     )
-    identity_secret = models.CharField(
+    identity_secret = storage.CharField(
         max_length=80, editable=False,
         help_text="Secret of HMAC-SHA256 identity verification; keep it on the customer's server.",
     )
-    allowed_domains = models.JSONField(
+    allowed_domains = storage.JSONField(
         default=list, blank=True,
         help_text="Hosts the widget may run on: example.com, *.example.com (subdomains), "
         "localhost:8000 (one port), https://example.com (one scheme).",
     )
-    allowed_paths = models.JSONField(
+    allowed_paths = storage.JSONField(
         default=list, blank=True, help_text="Optional path prefixes (/shop, /help/); empty: every path."
     )
-    theme = models.JSONField(default=dict, blank=True)
-    locale = models.CharField(max_length=5, choices=Locale.choices, default=Locale.KO)
+    theme = storage.JSONField(default=dict, blank=True)
+    locale = storage.CharField(max_length=5, choices=Locale.choices, default=Locale.KO)
     require_verified_identity = models.BooleanField(
         default=False, help_text="Refuse visitors whose user id is not signed by the customer's server."
     )
@@ -67,10 +69,10 @@ class ChatWidget(models.Model):
     key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Install status: where the widget was first and last loaded from.
-    first_seen_origin = models.CharField(max_length=255, blank=True, editable=False)
+    first_seen_origin = storage.CharField(max_length=255, blank=True, editable=False)
     first_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_seen_origin = models.CharField(max_length=255, blank=True, editable=False)
-    last_seen_page_url = models.CharField(max_length=500, blank=True, editable=False)
+    last_seen_origin = storage.CharField(max_length=255, blank=True, editable=False)
+    last_seen_page_url = storage.CharField(max_length=500, blank=True, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -117,10 +119,10 @@ class WidgetEvent(models.Model):
     session = models.ForeignKey(
         "runtime.Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="widget_events"
     )
-    event_type = models.CharField(max_length=20, choices=Type.choices)
-    visitor_id = models.CharField(max_length=64, blank=True)
-    origin = models.CharField(max_length=255, blank=True)
-    payload = models.JSONField(default=dict, blank=True)
+    event_type = storage.CharField(max_length=20, choices=Type.choices)
+    visitor_id = storage.CharField(max_length=64, blank=True)
+    origin = storage.CharField(max_length=255, blank=True)
+    payload = storage.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

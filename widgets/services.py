@@ -152,9 +152,18 @@ def pattern_parse(text: str) -> DomainPattern:
         hostport = hostport[2:]
     if "*" in hostport:
         raise PatternError("a wildcard is only allowed as the first label: *.example.com")
+    if hostport.startswith("["):
+        # CSP host-source grammar has no IP-literal form: Chromium rejects "http://[::1]:*" in
+        # frame-ancestors, so the embed page could never be framed there.
+        raise PatternError(
+            "IPv6 addresses cannot be allowed: a browser's frame-ancestors (CSP) cannot express them, "
+            "so the widget could not load there; use a host name such as localhost"
+        )
     host = host_normalize(hostport)
     if wildcard and "." not in host:
         raise PatternError("a wildcard needs a registrable domain: *.example.com, not *.com")
+    if wildcard and all(label.isdigit() for label in host.split(".")):
+        raise PatternError("a wildcard needs a domain name, not an IP address: *.example.com")
     return DomainPattern(scheme=scheme, host=host, wildcard=wildcard, port=port)
 
 
@@ -838,6 +847,8 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     """Store a widget event; a form_submit also records its values as the visitor's claimed identities."""
     import json
 
+    from runtime.storage import storage_json
+
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise ApiError(
             "invalid_event_type", f"Unknown event type. Use one of: {', '.join(sorted(EVENT_TYPES))}.", 400,
@@ -846,6 +857,7 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     payload = payload if payload is not None else {}
     if not isinstance(payload, dict):
         raise ApiError("invalid", "payload must be an object.", 400, field="payload")
+    payload = storage_json(payload)  # NUL and lone surrogates (runtime.storage) before it is measured
     if len(json.dumps(payload, ensure_ascii=False, default=str).encode()) > MAX_EVENT_PAYLOAD_BYTES:
         raise ApiError("payload_too_large", f"An event payload is limited to {MAX_EVENT_PAYLOAD_BYTES:,} bytes.", 413,
                        field="payload")

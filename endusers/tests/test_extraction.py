@@ -44,6 +44,19 @@ def test_offline_rules_capture_name_and_contacts(organization, agent, person, of
     assert not Memory.objects.filter(end_user=person, source="extracted").exists()
 
 
+def test_reasoning_of_the_extraction_model_is_not_read_as_facts(organization, agent, person, fake_llm):
+    """A reasoning model's <think> block mentions a made-up fact; only the answer counts (issue 9)."""
+    from runtime.fakes import shapes
+
+    answer = json.dumps({"facts": [{"text": "배송지는 부산", "kind": "fact"}]}, ensure_ascii=False)
+    fake_llm.script(shapes.vllm_stream(["<think>maybe {\"facts\": [{\"text\": \"VIP 고객\"}]}</think>", answer],
+                                       reasoning=["thinking..."]))
+    turn = turn_for(organization, agent, person, "배송지는 부산으로 해 주세요")
+    assert memory_extract(turn_id=turn.pk) == ["add"]
+    assert list(Memory.objects.filter(end_user=person, source="extracted").values_list("text", flat=True)) == [
+        "배송지는 부산"]
+
+
 def test_llm_facts_are_added(organization, agent, person, fake_llm):
     fake_llm.config.reply = json.dumps({"facts": [{"text": "아이폰 15를 11월 3일에 주문함", "kind": "fact"},
                                                   {"text": "연락은 카톡을 선호함", "kind": "preference"}]}, ensure_ascii=False)

@@ -126,8 +126,10 @@ def test_erase_command_keeps_counts_and_an_audit(organization, agent, offline_ll
     with django_capture_on_commit_callbacks(execute=True):
         turn_run(organization=organization, agent=agent, channel="kakao", text="제 번호는 010-1111-2222", end_user=person)
     memory_add(end_user=person, text="주소는 서울")
+    Turn.objects.update(diagnostics={"upstream_error": {"status": 400, "body": "echo: 제 번호는 010-1111-2222"}})
     call_command("erase_end_user", str(person.pk), "--actor", "privacy-officer")
     assert "erased" in capsys.readouterr().out
+    assert Turn.objects.get().diagnostics == {}
     assert not Identity.objects.filter(end_user=person).exists() and not Memory.objects.filter(end_user=person).exists()
     assert Turn.objects.get().user_text == ""
     assert EndUserMessage.objects.filter(end_user=person).count() == 1  # anonymous counts stay

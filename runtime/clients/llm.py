@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -11,7 +10,12 @@ from dataclasses import dataclass, field
 
 import httpx
 import openai
+from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from runtime.clients import compat
+from runtime.clients import llm_health as health
+from runtime.clients.stream import ChatStreamAssembler
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ class LLMRequest:
     memories: list[dict] = field(default_factory=list)
     knowledge: list[dict] = field(default_factory=list)  # the organization's, not the person's
     user_text: str = ""
+    options: dict = field(default_factory=dict)  # Agent.llm_options: parameters to omit or rename
 
 
 @dataclass
@@ -47,17 +52,39 @@ class Usage:
     tokens_out: int | None
 
 
-LLMStreamEvent = TextDelta | ToolCall | Usage
+@dataclass
+class StreamEnd:
+    """The server said the answer is finished; the last event of every successful stream.
+
+    `text` is the whole visible answer (reasoning removed; authoritative over the deltas when a
+    lone `</think>` turned earlier text into reasoning); `warnings` are operator-visible
+    problems (unusable tool calls …); `parameters` the optional parameters as finally sent.
+    """
+
+    finish_reason: str
+    text: str
+    warnings: list[dict] = field(default_factory=list)
+    reasoning_chars: int = 0
+    parameters: dict = field(default_factory=dict)
+
+
+LLMStreamEvent = TextDelta | ToolCall | Usage | StreamEnd
 
 
 class LLMError(Exception):
-    """A failed model call, with a code for the client and whether a retry may help."""
+    """A failed model call, with a code for the client and whether a retry may help.
 
-    def __init__(self, code: str, message: str, *, retryable: bool = True):
+    `upstream` is the server's answer, masked and bounded ({"status", "body"}), for operators only.
+    """
+
+    def __init__(self, code: str, message: str, *, retryable: bool = True, upstream: dict | None = None,
+                 warnings: list[dict] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.upstream = upstream
+        self.warnings = warnings or []
 
 
 class LLMProvider:
@@ -67,20 +94,23 @@ class LLMProvider:
         raise NotImplementedError
 
     async def complete(self, request: LLMRequest) -> tuple[str, list[ToolCall], Usage | None]:
-        """Run a whole call and gather its text, tool calls and usage."""
-        parts, calls, usage = [], [], None
+        """Run a whole call: its visible text (reasoning removed), tool calls and usage;
+        LLMError when it fails or ends without the server saying it finished."""
+        calls, usage, end = [], None, None
         stream = self.stream(request)
         try:
             async for event in stream:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, ToolCall):
+                if isinstance(event, ToolCall):
                     calls.append(event)
                 elif isinstance(event, Usage):
                     usage = event
+                elif isinstance(event, StreamEnd):
+                    end = event
         finally:
             await stream.aclose()
-        return "".join(parts), calls, usage
+        if end is None:
+            raise LLMError("llm_stream_broken", "The language model's answer was cut off.")
+        return end.text, calls, usage
 
 
 # One SDK client per event loop: httpx connection pools cannot cross loops
@@ -109,72 +139,118 @@ def _client_for_loop() -> openai.AsyncOpenAI:
 
 
 class OpenAICompatibleProvider(LLMProvider):
-    """Chat completions over any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp)."""
+    """Chat completions over any OpenAI-compatible server (OpenAI, Azure, vLLM, Ollama, llama.cpp).
+
+    The SDK sends the request (retries, timeouts, status errors); the SSE body is read line by
+    line and assembled by `ChatStreamAssembler`, which knows the shapes real servers send.
+    Optional parameters a server refuses are dropped and remembered (runtime.clients.compat).
+    The stream ends with a `StreamEnd`, or an `LLMError` when the server never said it finished.
+    See docs/model-compatibility.md.
+    """
 
     name = "openai"
+    MAX_PARAMETER_RETRIES = 2
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMStreamEvent]:
         client = _client_for_loop()
-        # Messages and tools go in extra_body, which the SDK sends as given: as named arguments
-        # they pass through its TypedDict transform on every call, a no-op for plain-text
-        # messages that costs about 0.15 ms of CPU per message (1.7 ms for a 12-message context).
-        body: dict = {"messages": request.messages}
-        if request.tools:
-            body["tools"] = request.tools
-        kwargs = dict(
-            model=request.model,
-            messages=[],  # replaced by extra_body["messages"] (extra values take precedence)
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=body,
+        base_url = str(client.base_url)
+        policy = await compat.policy_for(base_url=base_url, model=request.model, options=request.options)
+        tool_names = frozenset(
+            t["function"]["name"] for t in request.tools or [] if isinstance(t.get("function"), dict) and t["function"].get("name")
         )
-        try:
-            response = await client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as exc:
-            raise LLMError("llm_timeout", "The language model did not answer in time.") from exc
-        except openai.APIConnectionError as exc:
-            raise LLMError("llm_unavailable", "The language model could not be reached.") from exc
-        except openai.RateLimitError as exc:
-            raise LLMError("llm_rate_limited", "The language model is rate limited; try again shortly.") from exc
-        except openai.APIStatusError as exc:
-            retryable = exc.status_code >= 500
-            raise LLMError("llm_error", f"The language model answered {exc.status_code}.", retryable=retryable) from exc
+        retries = 0
+        while True:
+            body = compat.request_body(
+                model=request.model, messages=request.messages, temperature=request.temperature,
+                max_tokens=request.max_tokens, tools=request.tools, policy=policy,
+            )
+            try:
+                # cast_to=httpx.Response with stream=True: the SDK hands over the open response.
+                response = await client.post("/chat/completions", cast_to=httpx.Response, body=body, stream=True)
+                break
+            except openai.APITimeoutError as exc:
+                await _outage("llm_timeout")
+                raise LLMError("llm_timeout", "The language model did not answer in time.") from exc
+            except openai.APIConnectionError as exc:
+                await _outage("llm_unavailable")
+                raise LLMError("llm_unavailable", "The language model could not be reached.") from exc
+            except openai.APIStatusError as exc:
+                upstream = compat.upstream_error_describe(status=exc.status_code, body=_response_text(exc))
+                adjusted = compat.refusal_adjust(status=exc.status_code, body_text=upstream["body"], sent=body, policy=policy)
+                if adjusted is not None and retries < self.MAX_PARAMETER_RETRIES:
+                    logger.warning("model %s at %s refused a parameter (%s %s): retrying with %s",
+                                   request.model, base_url, exc.status_code, upstream["body"], adjusted.as_dict())
+                    await compat.refused_remember(base_url=base_url, model=request.model, policy=adjusted)
+                    policy, retries = adjusted, retries + 1
+                    continue
+                logger.warning("model %s at %s answered %s: %s", request.model, base_url, exc.status_code, upstream["body"])
+                if isinstance(exc, openai.RateLimitError):
+                    raise LLMError("llm_rate_limited", "The language model is rate limited; try again shortly.",
+                                   upstream=upstream) from exc
+                if exc.status_code >= 500 or exc.status_code in (401, 403):
+                    await _outage("llm_error")
+                raise LLMError("llm_error", f"The language model answered {exc.status_code}.",
+                               retryable=exc.status_code >= 500, upstream=upstream) from exc
 
-        calls: dict[int, dict] = {}
+        assembler = ChatStreamAssembler(tool_names=tool_names)
+        lines = response.aiter_lines()
         try:
-            async for chunk in response:
-                if chunk.usage is not None:
-                    yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices or []:
-                    delta = choice.delta
-                    if delta is None:
-                        continue
-                    if delta.content:
-                        yield TextDelta(delta.content)
-                    for tc in delta.tool_calls or []:
-                        slot = calls.setdefault(tc.index, {"name": "", "arguments": ""})
-                        if tc.function and tc.function.name:
-                            slot["name"] = tc.function.name
-                        if tc.function and tc.function.arguments:
-                            slot["arguments"] += tc.function.arguments
-        except openai.APITimeoutError as exc:
-            raise LLMError("llm_timeout", "The language model stopped answering.") from exc
-        except (openai.APIError, httpx.HTTPError) as exc:
-            raise LLMError("llm_stream_broken", "The language model's answer was cut off.") from exc
+            while True:
+                try:
+                    line = await lines.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - any read failure of the body (httpx or SDK types)
+                    if "Timeout" in type(exc).__name__:
+                        await _outage("llm_timeout")
+                        raise LLMError("llm_timeout", "The language model stopped answering.") from exc
+                    await _outage("llm_stream_broken")
+                    raise LLMError("llm_stream_broken", "The language model's answer was cut off.") from exc
+                text = assembler.feed_line(line)
+                if text:
+                    yield TextDelta(text)
+                if assembler.state.error is not None:
+                    upstream = compat.upstream_error_describe(status=response.status_code, body=assembler.state.error)
+                    logger.warning("model %s at %s sent an error mid-stream: %s", request.model, base_url, upstream["body"])
+                    await _outage("llm_stream_broken")
+                    raise LLMError("llm_stream_broken", "The language model reported an error while answering.",
+                                   upstream=upstream, warnings=assembler.state.warnings)
+                if assembler.state.done:
+                    break
         finally:
             # Closing the response closes the upstream HTTP stream, also on cancellation.
-            await response.close()
+            await response.aclose()
 
-        for slot in calls.values():
-            try:
-                arguments = json.loads(slot["arguments"] or "{}")
-            except json.JSONDecodeError:
-                logger.warning("tool call %s with unparsable arguments ignored", slot["name"])
-                continue
-            if slot["name"] and isinstance(arguments, dict):
-                yield ToolCall(slot["name"], arguments)
+        rest = assembler.finish()
+        if rest:
+            yield TextDelta(rest)
+        calls = assembler.tool_calls()
+        state = assembler.state
+        if state.usage is not None:
+            yield Usage(*state.usage)
+        if state.finish_reason is None:
+            # Ended without the server saying it finished (no finish_reason): a cut-off answer.
+            await _outage("llm_stream_broken")
+            raise LLMError("llm_stream_broken", "The language model's answer was cut off.", warnings=state.warnings)
+        if health.llm_success_due():
+            await sync_to_async(health.llm_success_record, thread_sensitive=False)()
+        for call in calls:
+            yield ToolCall(call.name, call.arguments)
+        yield StreamEnd(
+            finish_reason=state.finish_reason, text=assembler.visible_text, warnings=list(state.warnings),
+            reasoning_chars=assembler.reasoning.reasoning_chars, parameters=policy.as_dict(),
+        )
+
+
+async def _outage(code: str) -> None:
+    await sync_to_async(health.llm_failure_record, thread_sensitive=False)(code=code)
+
+
+def _response_text(exc: openai.APIStatusError) -> str:
+    try:
+        return exc.response.text
+    except Exception:  # noqa: BLE001 - a streamed error body that cannot be read any more
+        return str(exc.body or exc.message or "")
 
 
 class OfflineProvider(LLMProvider):
@@ -190,6 +266,7 @@ class OfflineProvider(LLMProvider):
             yield TextDelta(word if i == 0 else " " + word)
             await asyncio.sleep(0)
         yield Usage(0, 0)
+        yield StreamEnd(finish_reason="stop", text=answer)
 
 
 def _images_in(request: LLMRequest) -> int:

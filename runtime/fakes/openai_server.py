@@ -5,6 +5,11 @@ Behaviour is set through `FakeLLMConfig`, live, from the process that started it
 time to first token, tokens per second, a failure status for the next N requests,
 a cut-off mid-stream, a hang, and tool calls to emit.
 
+Scripted answers: `server.script(Scripted(...), ...)` queues raw answers, one per chat
+completions request, written byte for byte as given (each item of `parts` is its own HTTP
+chunk, so a line, a JSON value or a UTF-8 character can be split anywhere). Real servers'
+stream shapes (OpenAI, Azure, vLLM, Ollama, llama.cpp) are built in `runtime/fakes/shapes.py`.
+
     python -m runtime.fakes.openai_server --port 8089 --ttft 0.2 --tps 50
 """
 
@@ -29,6 +34,18 @@ class FakeLLMConfig:
     fail_times: int = 0  # ... for this many requests (then behave)
     cut_after_tokens: int | None = None  # drop the connection after this many tokens
     hang: bool = False  # accept and never answer
+    models_status: int = 200  # status of GET /models (the readiness probe)
+
+
+@dataclass
+class Scripted:
+    """One scripted answer to a chat completions request, as raw bytes."""
+
+    parts: list[bytes] = field(default_factory=list)  # the body, written as separate chunks
+    status: int = 200
+    content_type: str = "text/event-stream"
+    chunked: bool = True  # Transfer-Encoding: chunked (streams); False: Content-Length
+    end: str = "clean"  # clean: the chunked terminator; abort: drop the connection after the parts
 
 
 class FakeOpenAIServer:
@@ -37,8 +54,10 @@ class FakeOpenAIServer:
         self.port = port
         self.config = config or FakeLLMConfig()
         self.requests: list[dict] = []
+        self.model_probes = 0
         self.completed = 0
         self.disconnects = 0
+        self._scripts: list[Scripted] = []
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -82,8 +101,19 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         self.config = FakeLLMConfig()
         self.requests.clear()
+        self._scripts.clear()
+        self.model_probes = 0
         self.completed = 0
         self.disconnects = 0
+
+    def script(self, *answers: Scripted) -> FakeOpenAIServer:
+        """Queue raw answers for the next chat completions requests (then back to FakeLLMConfig)."""
+        self._scripts.extend(answers)
+        return self
+
+    @property
+    def scripts_left(self) -> int:
+        return len(self._scripts)
 
     # --- HTTP ------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -113,7 +143,7 @@ class FakeOpenAIServer:
                 pass
 
     async def _send(self, writer, status: int, body: bytes, content_type="application/json") -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
@@ -124,6 +154,10 @@ class FakeOpenAIServer:
     async def _respond(self, method: str, path: str, body: bytes, writer) -> bool:
         path = path.split("?", 1)[0]
         if method == "GET" and path.endswith("/models"):
+            self.model_probes += 1
+            if self.config.models_status != 200:
+                await self._send(writer, self.config.models_status, b'{"error": {"message": "models unavailable"}}')
+                return True
             await self._send(writer, 200, json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode())
             return True
         if method != "POST" or not path.endswith("/chat/completions"):
@@ -135,6 +169,8 @@ class FakeOpenAIServer:
             await self._send(writer, 400, b'{"error": {"message": "invalid json"}}')
             return True
         self.requests.append(payload)
+        if self._scripts:
+            return await self._scripted(self._scripts.pop(0), writer)
         cfg = self.config
         if cfg.hang:
             await asyncio.sleep(3600)
@@ -161,6 +197,32 @@ class FakeOpenAIServer:
             "usage": self._usage(payload, tokens),
         }
         await self._send(writer, 200, json.dumps(result, ensure_ascii=False).encode())
+        self.completed += 1
+        return True
+
+    async def _scripted(self, answer: Scripted, writer) -> bool:
+        reason = {200: "OK", 400: "Bad Request", 422: "Unprocessable Entity"}.get(answer.status, "Error")
+        if not answer.chunked:
+            body = b"".join(answer.parts)
+            writer.write(
+                f"HTTP/1.1 {answer.status} {reason}\r\nContent-Type: {answer.content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+            return True
+        writer.write(
+            f"HTTP/1.1 {answer.status} {reason}\r\nContent-Type: {answer.content_type}\r\n"
+            f"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n".encode()
+        )
+        for part in answer.parts:
+            if part:
+                writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                await writer.drain()
+        if answer.end == "abort":
+            writer.transport.abort()
+            return False
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
         self.completed += 1
         return True
 

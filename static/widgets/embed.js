@@ -16,6 +16,8 @@
       reconnecting: "연결이 불안정해요. 다시 연결하는 중…",
       rate: "메시지를 너무 빨리 보내고 있어요. {s}초 후에 다시 보낼게요.",
       error: "메시지를 보내지 못했어요.", retry: "다시 시도", failed: "전송 실패",
+      model_down: "답변이 지연되고 있어요. 잠시 후 다시 시도해 주세요.",
+      truncated: "답변이 길이 제한으로 중간에 끊겼어요.",
       expired: "연결을 새로 고치는 중…", auth: "연결이 만료되었어요. 페이지를 새로 고쳐 주세요.",
       submit: "보내기", form_done: "받았어요. 감사합니다!", required: "필수 항목이에요.",
       bad_email: "올바른 이메일 주소를 입력해 주세요.", bad_phone: "올바른 전화번호를 입력해 주세요.",
@@ -31,6 +33,8 @@
       reconnecting: "Connection lost. Reconnecting…",
       rate: "You're sending messages too quickly. Retrying in {s} s.",
       error: "Your message could not be sent.", retry: "Retry", failed: "Not sent",
+      model_down: "The assistant is unavailable, try again shortly.",
+      truncated: "This answer was cut off at its length limit.",
       expired: "Refreshing the connection…", auth: "The chat connection expired. Please reload the page.",
       submit: "Submit", form_done: "Got it — thank you!", required: "This field is required.",
       bad_email: "Please enter a valid email address.", bad_phone: "Please enter a valid phone number.",
@@ -265,6 +269,7 @@
     var e = new Error((body.error && body.error.message) || "HTTP " + r.status);
     e.status = r.status;
     e.code = (body.error && body.error.code) || "http_" + r.status;
+    e.retryable = !!(body.error && body.error.retryable);
     e.retryAfter = +r.headers.get("Retry-After") || 0;
     return e;
   }
@@ -474,6 +479,16 @@
       return;
     }
     if (navigator.onLine === false) { setBanner("offline", T("offline"), false); markFailed(item, false); return; }
+    if (e.retryable && /^llm_/.test(e.code || "")) {
+      // The model is out (unreachable, 5xx, timed out, cut off, empty), not the connection: say
+      // so and let the visitor retry, instead of "reconnecting" through automatic retries that
+      // hit the same outage. The message is stored as failed, so the retry is a new turn.
+      item.cmid = uuid();
+      S.attempt = 0;
+      setBanner("model", T("model_down"), true);
+      markFailed(item, true);
+      return;
+    }
     if (e.status === 0 && e.code) {
       // The server stored this turn as failed (or interrupted): the same client_message_id would only
       // replay that outcome, so any retry is a new turn.
@@ -603,6 +618,9 @@
     Array.prototype.forEach.call(log.querySelectorAll(".mw-quick"), function (q) { q.parentNode.removeChild(q); });
   }
   function decorate(bot, payload) {
+    if (payload.truncated && !bot.querySelector(".mw-truncated")) {
+      bot.appendChild(el("div", "mw-truncated", T("truncated"))); // never shown as a whole answer
+    }
     var qrs = Array.isArray(payload.quick_replies) ? payload.quick_replies : [];
     if (qrs.length) {
       var box = el("div", "mw-quick");

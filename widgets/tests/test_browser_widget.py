@@ -736,14 +736,20 @@ def test_model_errors_retry_and_offline_waits(mejai, widget, host_site, context_
 
     # The model fails until told otherwise (background memory extraction calls it too, so the
     # failures are switched off explicitly rather than counted).
-    # A failure a retry may fix (5xx): the panel retries by itself, as a new turn, until answered.
+    # A model outage (5xx): said as such ("답변이 지연되고 있어요"), not as a network failure, and
+    # not retried automatically against the same outage; the visitor's retry is a new turn.
     fake_llm.config.fail_status, fake_llm.config.fail_times = 503, 10_000
     send(frame, "첫 질문")
-    frame.wait_for_selector(".mw-banner-reconnecting", state="visible")
+    frame.wait_for_selector(".mw-banner-model", state="visible")
+    assert "답변이 지연되고 있어요" in frame.text_content("#mw-banner-text")
+    frame.wait_for_selector(".mw-row.mw-user.mw-failed .mw-meta button")
+    assert list(Turn.objects.filter(user_text="첫 질문").values_list("status", flat=True)) == ["failed"]
+    assert frame.query_selector(".mw-banner-reconnecting") is None
     fake_llm.config.fail_times = 0
+    frame.click("#mw-banner-retry")
     last_reply(frame)
     statuses = list(Turn.objects.filter(user_text="첫 질문").order_by("seq").values_list("status", flat=True))
-    assert len(statuses) >= 2 and statuses[-1] == "completed" and set(statuses[:-1]) == {"failed"}, statuses
+    assert statuses == ["failed", "completed"], statuses
     assert frame.query_selector(".mw-failed") is None
     frame.wait_for_selector("#mw-banner", state="hidden")
 
@@ -829,3 +835,36 @@ def test_host_csp_that_blocks_the_stylesheet_still_gets_a_working_widget(mejai, 
     last_reply(frame)
     page.keyboard.press("Escape")
     page.wait_for_selector(".mejai-w-panel", state="hidden")
+
+
+def test_demo_allowlist_gives_a_frame_ancestors_chromium_accepts(mejai, organization, agent, host_site, context_factory):
+    """The demo widget's CSP (no "[::1]", issue 9) draws no CSP console error in Chromium, and the
+    embed page loads framed from localhost."""
+    from widgets.demo import DEMO_DOMAINS
+
+    demo = widget_create(organization=organization, agent=agent, name="demo", allowed_domains=DEMO_DOMAINS)
+    host_site.html = host_page(snippet(mejai, demo))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    frame.wait_for_selector("#mw-log")
+    csp_errors = [m for m in CONSOLE if "Content-Security-Policy" in m or "Content Security Policy" in m or "frame-ancestors" in m]
+    assert csp_errors == [], csp_errors
+
+
+def test_truncated_answer_is_marked_not_shown_whole(mejai, widget, host_site, context_factory, fake_llm):
+    from runtime.fakes import shapes
+
+    fake_llm.script(shapes.openai_stream(["환불은 7일 이내", "에 가능하며, 다음 서류가"], finish="length"))
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    send(frame, "환불 서류 알려줘")
+    assert "다음 서류가" in last_reply(frame)
+    frame.wait_for_selector(".mw-row.mw-bot .mw-truncated")
+    assert "끊겼어요" in frame.text_content(".mw-truncated")

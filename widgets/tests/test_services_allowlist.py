@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -142,3 +144,41 @@ def test_mejai_own_origin_is_a_preview():
     widget = ChatWidget(allowed_domains=[])
     result = check(widget, origin="http://testserver", own=("http://testserver/",))
     assert result.preview
+
+
+# --- patterns frame-ancestors cannot express (issue 9, kind 8) --------------------------------
+
+# CSP3 host-source: scheme "://" ( "*" / ["*."] 1*host-char *("." 1*host-char) ) [":" (1*DIGIT / "*")]
+_CSP_HOST_SOURCE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d+|\*))?$")
+
+
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        ("[::1]", "IPv6"),
+        ("[::1]:8000", "IPv6"),
+        ("http://[2001:db8::1]", "IPv6"),
+        ("*.0.0.1", "not an IP address"),
+        ("*.127.0.0.1:*", "not an IP address"),
+    ],
+)
+def test_patterns_frame_ancestors_cannot_express_are_refused_clearly(bad, words):
+    with pytest.raises(ValidationError) as caught:
+        allowed_domains_clean([bad])
+    assert words in str(caught.value) and bad in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["localhost", "127.0.0.1", "127.0.0.1:8000", "예시.kr", "*.shop.example.com", "https://a-b.example.com:443",
+     "http://localhost:*", "EXAMPLE.com."],
+)
+def test_every_accepted_pattern_gives_csp_host_sources(good):
+    widget = ChatWidget(allowed_domains=allowed_domains_clean([good]))
+    sources = widget_frame_ancestors(widget).split()[2:]
+    assert sources and all(_CSP_HOST_SOURCE.match(source) for source in sources), sources
+
+
+def test_a_stored_ipv6_entry_never_reaches_the_header():
+    widget = ChatWidget(allowed_domains=["localhost", "[::1]"])
+    assert widget_frame_ancestors(widget) == "frame-ancestors 'self' https://localhost:* http://localhost:*"

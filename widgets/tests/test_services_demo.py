@@ -20,6 +20,24 @@ def test_demo_widget_is_created_once_and_allows_local_ports(organization, agent)
     assert ChatWidget.objects.count() == 1 and again == lines
 
 
+def test_demo_widget_has_only_patterns_the_browser_can_use(organization, agent):
+    from widgets.services import widget_frame_ancestors
+
+    demo_setup(organization=organization, agent=agent)
+    widget = ChatWidget.objects.get(organization=organization)
+    assert widget.allowed_domains == ["localhost", "127.0.0.1"]
+    assert "[" not in widget_frame_ancestors(widget)
+
+
+def test_an_older_demo_widget_loses_its_ipv6_entry(organization, agent):
+    from widgets.demo import DEMO_NAME
+
+    ChatWidget.objects.create(organization=organization, agent=agent, name=DEMO_NAME,
+                              allowed_domains=["localhost", "127.0.0.1", "[::1]"])
+    demo_setup(organization=organization, agent=agent)
+    assert ChatWidget.objects.get(organization=organization).allowed_domains == ["localhost", "127.0.0.1"]
+
+
 def test_daily_counters_are_sharded_and_summed(organization, agent):
     from widgets.models import WidgetDailyStat
     from widgets.selectors import widget_stats_daily, widget_stats_day
