@@ -172,8 +172,8 @@ class BotWorker:
             announced = False
             while not await asyncio.to_thread(self._try_lock, lock):
                 if not announced:
+                    # The active worker owns the status row: a standby only says so in its log.
                     logger.info("bot %s: another worker is active; standing by", self.bot_id)
-                    await db(services.status_set, bot_id=self.bot_id, state=WorkerStatus.State.STANDBY)
                     announced = True
                 await asyncio.sleep(conf.standby_retry_seconds())
             logger.info("bot %s: this worker (%s) is active", self.bot_id, self.label)

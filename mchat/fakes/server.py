@@ -66,6 +66,7 @@ class FakeConfig:
     pending_dedupe_seconds: float = 30.0
     hide_emails: bool = False  # the server's privacy setting: user emails come back as ""
     thread_shuffle: bool = True  # GET …/thread answers with a duplicated, out-of-order `order`
+    replay_extra: int = 0  # a resume also replays this many already-delivered events (at-least-once)
 
 
 @dataclass
@@ -635,7 +636,8 @@ class FakeMattermost:
         session.detached_at = None
         conn.session = session
         if resumed:
-            replay = [(s, t) for s, t in session.sent if s >= sequence_number] + session.queued
+            first = sequence_number - self.config.replay_extra
+            replay = [(s, t) for s, t in session.sent if s >= first] + session.queued
             session.sent.extend(session.queued)
             session.queued = []
             self.ws_log.append({"kind": "resume", "connection_id": session.connection_id, "from": sequence_number,

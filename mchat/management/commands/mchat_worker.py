@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
@@ -22,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--bot", type=int, help="Serve only this bot (its id).")
 
     def handle(self, *args, bot=None, **options):
+        # The worker's own log lines (connects, resumes, gaps, 401s) at INFO whatever the root level.
+        logging.getLogger("mchat").setLevel(os.environ.get("MCHAT_LOG_LEVEL", "INFO").upper())
         try:
             bootstrapped = services.bot_bootstrap_from_env()
         except ApiError as exc:
