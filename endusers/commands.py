@@ -74,7 +74,33 @@ def forget(ctx: CommandContext) -> CommandReply:
     return _say(ctx, f"#{memory.pk} 기억을 지웠어요: {memory.text}", f"Forgot #{memory.pk}: {memory.text}")
 
 
+NAME_COMMAND = "이름"
+NAME_CANCEL_WORDS = frozenset({"취소", "cancel", "그만"})
+NAME_RULES = ("이름은 한글·영문·숫자와 ·, -, _ 로 1–20자까지 쓸 수 있어요. 다시 보내 주세요.",
+              "A name is 1–20 letters, digits, ·, - or _. Please send it again.")
+
+
+def name_set(ctx: CommandContext) -> CommandReply:
+    """/이름 <새 이름> (/name Alex): the name the assistant calls this person, on every channel."""
+    from endusers.rules import name_extract, name_valid
+
+    args = ctx.args.strip()
+    if args.lower() in NAME_CANCEL_WORDS:
+        return ctx.say("이름 변경을 취소했어요. 다른 궁금한 점이 있으면 말씀해 주세요.",
+                       "Name change cancelled. Ask me anything else.")
+    if not args:
+        return ctx.say("'/이름 홍길동'처럼 새 이름을 함께 보내 주세요.", "Send your new name with it, e.g. /name Alex.")
+    name = name_extract(args) or args
+    if not name_valid(name):
+        return ctx.say(*NAME_RULES)
+    end_user = _end_user(ctx, create=True)
+    services.profile_name_set(end_user=end_user, name=name)
+    return ctx.say(f"좋아요, {name}님! 앞으로 {name}님이라고 불러 드릴게요.", f"Nice to meet you, {name}! I'll call you {name}.")
+
+
 def commands_register() -> None:
+    command_register(NAME_COMMAND, handler=name_set, aliases=("name",),
+                     help_ko="부를 이름 바꾸기 (/이름 홍길동)", help_en="change the name I call you (/name Alex)")
     command_register("remember", handler=remember, aliases=("기억", "기억해"),
                      help_ko="내용을 기억해요", help_en="remember a fact")
     command_register("search", handler=search, aliases=("검색",), help_ko="기억에서 찾아요", help_en="search your memories")

@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-from django.conf import settings
-
-
-def _int(name: str, default: int) -> int:
-    value = getattr(settings, name, None)
-    if value is not None:
-        return int(value)
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def _float(name: str, default: float) -> float:
-    value = getattr(settings, name, None)
-    if value is not None:
-        return float(value)
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
-
+from mejai.env import env_float as _float
+from mejai.env import env_int as _int
 
 # Turns (and their timeline rows) older than this many days are deleted by `purge_expired`; 0 keeps them.
 RETENTION_DAYS = _int("ENDUSERS_RETENTION_DAYS", 365)

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 
+from mejai.concurrency import executor
+
 logger = logging.getLogger(__name__)
-
-_sender: ThreadPoolExecutor | None = None
-_sender_lock = threading.Lock()
-
 
 def _enqueue_executor() -> ThreadPoolExecutor:
     """One thread that hands extraction jobs to the broker, so a slow or unreachable broker never
     holds up the answer (Celery retries a lost connection for a long time)."""
-    global _sender
-    with _sender_lock:
-        if _sender is None:
-            _sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="endusers-enqueue")
-        return _sender
+    return executor("endusers-enqueue", 1)
 
 
 def _send(turn_id: str) -> None:

@@ -11,13 +11,14 @@ class KakaoConfig(AppConfig):
         from kakao import services
         from kakao.models import KakaoBot
         from runtime.commands import command_register
+        from runtime.models import Channel
 
         command_register(
-            services.NAME_COMMAND, handler=services.name_command, aliases=("name",),
+            services.NAME_COMMAND, handler=services.name_command, aliases=("name",), channels={Channel.KAKAO},
             help_ko="부를 이름 바꾸기 (/이름 홍길동)", help_en="change the name I call you (/name Alex)",
         )
         command_register(
-            "답변", handler=services.held_answer_command, aliases=("answer",),
+            "답변", handler=services.held_answer_command, aliases=("answer",), channels={Channel.KAKAO},
             help_ko="준비가 늦어진 답변 받기", help_en="get an answer that took longer than usual",
         )
 

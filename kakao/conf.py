@@ -2,37 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-from django.conf import settings
-
-
-def _raw(name: str):
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name, "").strip() or None
-    return value
-
-
-def _float(name: str, default: float) -> float:
-    value = _raw(name)
-    try:
-        return float(value) if value is not None else default
-    except (TypeError, ValueError):
-        return default
-
-
-def _int(name: str, default: int) -> int:
-    return int(_float(name, default))
-
-
-def _bool(name: str, default: bool = False) -> bool:
-    value = _raw(name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+from mejai.env import env_bool as _bool
+from mejai.env import env_float as _float
+from mejai.env import env_int as _int
 
 
 def callback_deadline_seconds() -> float:
@@ -103,9 +75,3 @@ def test_loopback_callbacks() -> bool:
     """Tests and benchmarks only: also accept http://127.0.0.1:<port> callback URLs when 127.0.0.1
     is in the bot's allowed hosts, so the fake Kakao receiver can be used. Never set in production."""
     return _bool("KAKAO_TEST_LOOPBACK_CALLBACKS", False)
-
-
-def generation_threads() -> int:
-    """Threads per process answering Kakao turns; each holds a database connection while it answers,
-    so keep DB_POOL_MAX ≥ worker threads + this."""
-    return max(1, _int("KAKAO_GENERATION_THREADS", 16))

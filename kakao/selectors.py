@@ -69,10 +69,10 @@ def _check_queue() -> tuple[dict, dict, dict]:
     """(broker, workers, queue) checks."""
     queue_name = settings.CELERY_TASK_DEFAULT_QUEUE
     if settings.CELERY_IN_PROCESS:
-        from mejai import celery as celery_module
+        from mejai.celery import IN_PROCESS_POOL
+        from mejai.concurrency import executor_backlog
 
-        executor = celery_module._executor
-        depth = executor._work_queue.qsize() if executor is not None else 0
+        depth = executor_backlog(IN_PROCESS_POOL)
         return ({"ok": True, "mode": "in_process"}, {"ok": True, "alive": "in_process"},
                 {"ok": True, "name": queue_name, "depth": depth})
     from kakao.services import _broker_pool

@@ -12,21 +12,19 @@ See docs/kakao.md for the decisions behind each rule.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -38,8 +36,9 @@ from kakao.models import CallbackTask, KakaoBot, KakaoEvent, KakaoUser
 from kakao.parsing import SkillRequest, bot_id_normalize
 from kakao.responses import acknowledgement, response_build
 from kakao.security import CallbackUrl, CallbackUrlRejected, callback_url_check
+from mejai.concurrency import db_release
 from mejai.errors import ApiError
-from runtime import commands
+from runtime import background, commands
 from runtime import services as runtime
 from runtime.models import Channel, Session, Turn
 
@@ -187,7 +186,7 @@ def name_flow_apply(*, bot: KakaoBot, kakao_user: KakaoUser, text: str) -> str:
     """
     stripped = " ".join(text.split())
     lowered = stripped.lower()
-    matched = commands.command_match(stripped)
+    matched = commands.command_match(stripped, channel=Channel.KAKAO)
     if matched and matched[0].name == NAME_COMMAND:
         args = matched[1].strip()
         if not args:
@@ -226,31 +225,29 @@ def name_flow_apply(*, bot: KakaoBot, kakao_user: KakaoUser, text: str) -> str:
 
 
 def name_command(ctx: commands.CommandContext) -> commands.CommandReply:
-    """/이름 [새 이름 | 취소]: set the name at once, or (Kakao) ask for it; any channel."""
+    """Kakao's `/이름`: with no name it asks for one (the name-change mode of name_flow_apply waits
+    for the answer) and offers a cancel button; setting the name is the endusers command's."""
+    from endusers.commands import name_set
+
     args = ctx.args.strip()
     cancel = [{"label": "취소", "message": "취소"}]
     if args in CANCEL_WORDS:
-        return commands.CommandReply("이름 변경을 취소했어요. 다른 궁금한 점이 있으면 말씀해 주세요.")
+        return name_set(ctx)
     if not args:
-        if ctx.channel == Channel.KAKAO:
-            return commands.CommandReply(
-                "어떤 이름으로 불러 드릴까요? 새 이름을 보내 주세요. (한글·영문·숫자 1–20자)\n그만두려면 '취소'를 보내 주세요.",
-                quick_replies=cancel,
-            )
-        return commands.CommandReply("'/이름 홍길동'처럼 새 이름을 함께 보내 주세요. (Send '/이름 Alex' to set your name.)")
-    name = name_extract(args) or args
-    if ctx.end_user is None or not name_valid(name):
         return commands.CommandReply(
-            "이름은 한글·영문·숫자와 ·, -, _ 로 1–20자까지 쓸 수 있어요. 다시 보내 주세요.",
-            quick_replies=cancel if ctx.channel == Channel.KAKAO else [],
+            "어떤 이름으로 불러 드릴까요? 새 이름을 보내 주세요. (한글·영문·숫자 1–20자)\n그만두려면 '취소'를 보내 주세요.",
+            quick_replies=cancel,
         )
-    profile_name_set(end_user=ctx.end_user, name=name)
-    if ctx.channel == Channel.KAKAO:
-        user = KakaoUser.objects.select_related("bot").filter(end_user=ctx.end_user, session=ctx.session).first()
-        if user is not None:
-            event_log(bot=user.bot, kind=KakaoEvent.Kind.NAME_SET, kakao_user=user, session_id=ctx.session.pk,
-                      name=name, source="command")
-    return commands.CommandReply(f"좋아요, {name}님! 앞으로 {name}님이라고 불러 드릴게요.")
+    if ctx.end_user is None or not name_valid(name_extract(args) or args):
+        return commands.CommandReply(
+            "이름은 한글·영문·숫자와 ·, -, _ 로 1–20자까지 쓸 수 있어요. 다시 보내 주세요.", quick_replies=cancel,
+        )
+    reply = name_set(ctx)
+    user = KakaoUser.objects.select_related("bot").filter(end_user=ctx.end_user, session=ctx.session).first()
+    if user is not None:
+        event_log(bot=user.bot, kind=KakaoEvent.Kind.NAME_SET, kakao_user=user, session_id=ctx.session.pk,
+                  name=name_extract(args) or args, source="command")
+    return reply
 
 
 def held_answer_command(ctx: commands.CommandContext) -> commands.CommandReply:
@@ -318,13 +315,6 @@ def callback_enqueue(*, task_id) -> None:
         return
     with _broker_pool().acquire(block=True, timeout=1) as conn:
         callback_deliver_task.apply_async((str(task_id),), connection=conn, retry=False)
-
-
-def _turn_store_only(turn: Turn, *, code: str, message: str) -> None:
-    """Keep the message without an answer, so it does not hold up the session's later turns."""
-    Turn.objects.filter(pk=turn.pk, status=Turn.Status.PENDING).update(
-        status=Turn.Status.STORED, error_code=code, error=message, completed_at=timezone.now()
-    )
 
 
 def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
@@ -400,7 +390,8 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
             status=CallbackTask.Status.FAILED, error_code="broker_unreachable", last_error=str(error)[:500],
             completed_at=timezone.now(),
         )
-        _turn_store_only(turn, code="broker_unreachable", message="The job queue was unreachable.")
+        runtime.turn_store_without_answer(turn_id=turn.pk, code="broker_unreachable",
+                                          message="The job queue was unreachable.")
         event_log(bot=bot, kind=KakaoEvent.Kind.BROKER_UNREACHABLE, kakao_user=kakao_user, session_id=turn.session_id,
                   task=task, error=str(error)[:300])
         return SkillAccepted("apology", bot, kakao_user, turn, task, response_build([BROKER_DOWN_TEXT]))
@@ -459,36 +450,6 @@ def answer_compose(*, outcome: runtime.TurnOutcome | None, held: list[CallbackTa
     return response_build(texts), CallbackTask.Kind.APOLOGY
 
 
-# --- answering: the generation pool -----------------------------------------------------------
-
-_generation_pool: ThreadPoolExecutor | None = None
-_generation_lock = threading.Lock()
-
-
-def _generation() -> ThreadPoolExecutor:
-    global _generation_pool
-    with _generation_lock:
-        if _generation_pool is None:
-            _generation_pool = ThreadPoolExecutor(max_workers=conf.generation_threads(), thread_name_prefix="kakao-answer")
-        return _generation_pool
-
-
-def _answer_in_thread(turn_id) -> runtime.TurnOutcome:
-    """Run the pipeline for a stored turn on a thread of its own, so it can outlive a caller's wait."""
-    try:
-        turn = Turn.objects.select_related("session").get(pk=turn_id)
-        return runtime.turn_answer(turn=turn)
-    except Exception:
-        logger.exception("kakao: answering turn %s failed", turn_id)
-        raise
-    finally:
-        connection.close()
-
-
-def answer_start(*, turn_id):
-    return _generation().submit(_answer_in_thread, turn_id)
-
-
 # --- the synchronous path -------------------------------------------------------------------
 
 def _sync_finish(accepted: SkillAccepted, outcome: runtime.TurnOutcome) -> dict:
@@ -516,13 +477,10 @@ async def skill_answer_sync(*, accepted: SkillAccepted) -> dict:
     """Answer within the synchronous budget; past it, say so and hold the answer for the next message."""
     if accepted.response is not None:
         return accepted.response
-    future = await sync_to_async(answer_start)(turn_id=accepted.turn.pk)
-    try:
-        outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=conf.sync_answer_seconds())
-    except TimeoutError:
+    # The answer runs in the background and finishes even when the budget is spent (then held).
+    outcome = await background.aturn_answer_within(turn_id=accepted.turn.pk, seconds=conf.sync_answer_seconds())
+    if outcome is None:
         return await sync_to_async(_sync_hold)(accepted)
-    except Exception:
-        outcome = None
     body = await sync_to_async(_sync_finish)(accepted, outcome)
     await sync_to_async(event_log)(
         bot=accepted.bot, kind=KakaoEvent.Kind.SYNC_ANSWER, kakao_user=accepted.kakao_user,
@@ -532,13 +490,6 @@ async def skill_answer_sync(*, accepted: SkillAccepted) -> dict:
 
 
 # --- the worker: callback delivery -------------------------------------------------------------
-
-def _db_release() -> None:
-    """Give the database connection back (to the pool) before a long wait: the worker's threads would
-    otherwise hold them all while they sleep or wait for the model, starving the generation threads."""
-    if not connection.in_atomic_block:
-        connection.close()
-
 
 def _worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
@@ -609,15 +560,6 @@ def _remaining(task: CallbackTask) -> float:
     return (task.deadline - timezone.now()).total_seconds()
 
 
-def _wait_for_answer(future, *, timeout: float | None):
-    try:
-        return future.result(timeout=timeout)
-    except FutureTimeout:
-        raise
-    except Exception:
-        return None
-
-
 def callback_deliver(*, task_id) -> str:
     """Answer a callback task's turn and POST it to Kakao, exactly once and never after the deadline.
 
@@ -630,18 +572,19 @@ def callback_deliver(*, task_id) -> str:
     task = CallbackTask.objects.select_related("bot", "kakao_user", "turn").get(pk=task_id)
     bot = task.bot
     margin = conf.still_working_margin_seconds()
-    future = answer_start(turn_id=task.turn_id)
+    # Started now, so it is answered (and held) even when the post below is skipped or fails.
+    future = background.turn_answer_background(turn_id=task.turn_id)
 
     if _remaining(task) <= margin:
         # Picked up too late to answer in time (queue backlog, worker down): answer and hold.
         _finish(task, label, CallbackTask.Status.HELD, code="deadline_passed",
                 error="The job started too late to answer through the callback.")
         event_log(bot=bot, kind=KakaoEvent.Kind.ANSWER_HELD, kakao_user=task.kakao_user, task=task, via="late_start")
-        return CallbackTask.Status.HELD  # the answer is generated on the pool; the worker thread moves on
+        return CallbackTask.Status.HELD  # the answer goes on in the background; the worker thread moves on
 
-    _db_release()
+    db_release()
     try:
-        outcome = _wait_for_answer(future, timeout=max(0.0, _remaining(task) - margin))
+        outcome = future.result(timeout=max(0.0, _remaining(task) - margin))
         ready = True
     except FutureTimeout:
         outcome, ready = None, False
@@ -670,7 +613,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
     bot = task.bot
     delay = (task.not_before - timezone.now()).total_seconds()
     if delay > 0:
-        _db_release()
+        db_release()
         time.sleep(delay)
     success_status = CallbackTask.Status.HELD if kind == CallbackTask.Kind.STILL_WORKING else CallbackTask.Status.COMPLETED
     attempts = conf.callback_max_attempts()
@@ -696,7 +639,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
         if not _attempt_begin(task, label, body, kind):
             logger.warning("kakao task %s: lost ownership before posting; not posting", task.pk)
             return "skipped"
-        _db_release()  # the in-flight marker is committed (autocommit): hold no connection over the network
+        db_release()  # the in-flight marker is committed (autocommit): hold no connection over the network
         result = callback_post(url=url, body=body, timeout=max(0.5, remaining - 0.2))
         last = result
         if result.outcome == Outcome.DELIVERED:
@@ -712,7 +655,7 @@ def _post(task: CallbackTask, label: str, body: dict, kind: str) -> str:
             return CallbackTask.Status.FAILED
         _attempt_record(task, label, result, final_status=None)
         backoff = conf.callback_backoff_seconds() * (2 ** (attempt - 1))
-        _db_release()
+        db_release()
         time.sleep(max(0.0, min(backoff, _remaining(task) - conf.callback_connect_timeout() - 0.5)))
     return CallbackTask.Status.FAILED  # not reached
 
@@ -764,8 +707,7 @@ def callback_task_retry(*, task: CallbackTask) -> CallbackTask:
     )
     if not updated:
         raise ApiError("in_progress", "This task changed meanwhile; reload it.", 409)
-    if task.turn.status == Turn.Status.STORED:
-        Turn.objects.filter(pk=task.turn_id, status=Turn.Status.STORED).update(status=Turn.Status.PENDING, error_code="", error="")
+    runtime.turn_reopen(turn_id=task.turn_id)
     try:
         callback_enqueue(task_id=task.pk)
     except Exception as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -15,20 +14,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mejai.settings")
 
 logger = logging.getLogger(__name__)
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+IN_PROCESS_POOL = "mejai-job"
 
 
 def _in_process_executor() -> ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            from django.conf import settings
+    from django.conf import settings
 
-            _executor = ThreadPoolExecutor(
-                max_workers=settings.IN_PROCESS_JOB_THREADS, thread_name_prefix="mejai-job"
-            )
-        return _executor
+    from mejai.concurrency import executor
+
+    return executor(IN_PROCESS_POOL, settings.IN_PROCESS_JOB_THREADS)
 
 
 class InProcessResult:

@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from mejai.env import env_bool, env_float, env_int, env_list, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("MEJAI_VAR_DIR", BASE_DIR / "var"))
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+VAR_DIR = Path(env_str("MEJAI_VAR_DIR") or BASE_DIR / "var")
 
 
 DEBUG = env_bool("DEBUG", False)
 
 
 def _secret_key() -> str:
-    key = os.environ.get("SECRET_KEY", "").strip()
+    key = env_str("SECRET_KEY")
     if key:
         return key
     if not DEBUG:
@@ -50,7 +35,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/")
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",
@@ -108,7 +93,7 @@ TEMPLATES = [
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'mejai.sqlite3'}",
+        env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'mejai.sqlite3'}",
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
@@ -135,14 +120,22 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and Celery broker; unset = in-memory layer, in-process jobs ---
-REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
-                "prefix": os.environ.get("CHANNEL_PREFIX", "mejai"),
+                # redis-py 8 reads with a 5 s socket timeout by default, exactly channels_redis's 5 s
+                # BZPOPMIN: an idle receive then failed with TimeoutError (a widget socket closed 1011).
+                # The read timeout must outlast the blocking pop.
+                "hosts": [{
+                    "address": REDIS_URL,
+                    "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30, minimum=10),
+                    "socket_connect_timeout": env_float("CHANNEL_LAYER_CONNECT_TIMEOUT", 5, minimum=0.1),
+                    "health_check_interval": 30,
+                }],
+                "prefix": env_str("CHANNEL_PREFIX", "mejai"),
                 # Many sessions stream through one process; the default of 100 queued messages per channel is low.
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
             },
@@ -152,32 +145,32 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("CACHE_PREFIX", "mejai"),
+            "KEY_PREFIX": env_str("CACHE_PREFIX", "mejai"),
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL) or "memory://"
-CELERY_IN_PROCESS = not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+CELERY_IN_PROCESS = not (env_str("CELERY_BROKER_URL") or REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "mejai")
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "mejai")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 IN_PROCESS_JOB_THREADS = env_int("IN_PROCESS_JOB_THREADS", 4)
 
 # --- LLM --------------------------------------------------------------------------------
-OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()
-OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "").strip()
-LLM_MODEL = os.environ.get("LLM_MODEL", "gpt-4o-mini").strip()
-LLM_CONNECT_TIMEOUT = float(os.environ.get("LLM_CONNECT_TIMEOUT", "5"))
-LLM_READ_TIMEOUT = float(os.environ.get("LLM_READ_TIMEOUT", "60"))
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
@@ -188,7 +181,7 @@ RUNTIME_MAX_MESSAGE_CHARS = env_int("RUNTIME_MAX_MESSAGE_CHARS", 4000)
 RUNTIME_MAX_BODY_BYTES = env_int("RUNTIME_MAX_BODY_BYTES", 256 * 1024)
 RUNTIME_HISTORY_TOKEN_BUDGET = env_int("RUNTIME_HISTORY_TOKEN_BUDGET", 3000)
 RUNTIME_HISTORY_MAX_TURNS = env_int("RUNTIME_HISTORY_MAX_TURNS", 20)
-RUNTIME_SSE_KEEPALIVE_SECONDS = float(os.environ.get("RUNTIME_SSE_KEEPALIVE_SECONDS", "15"))
+RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
 RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180)
@@ -229,7 +222,7 @@ SPECTACULAR_SETTINGS = {
 # --- i18n, static ------------------------------------------------------------------------
 LANGUAGE_CODE = "ko"
 LANGUAGES = [("ko", "한국어"), ("en", "English")]
-TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Seoul")
+TIME_ZONE = env_str("TIME_ZONE", "Asia/Seoul")
 USE_I18N = True
 USE_TZ = True
 LOCALE_PATHS = [BASE_DIR / "locale"]
@@ -252,7 +245,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # --- Logging -----------------------------------------------------------------------------
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

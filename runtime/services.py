@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from mejai.concurrency import db_release
 from mejai.errors import ApiError
 from runtime import commands, signals
 from runtime.clients.llm import LLMError, LLMRequest, TextDelta, ToolCall, Usage, provider_get
@@ -180,6 +181,21 @@ def turn_start(
         return Turn.objects.select_related("session", "session__agent", "session__organization").get(pk=turn.pk), True
     locked.organization, locked.agent = organization, agent
     return turn, True
+
+
+def turn_store_without_answer(*, turn_id, code: str, message: str) -> bool:
+    """Keep a pending message without answering it (status `stored`), so it does not hold up the
+    session's later turns; `code`/`message` say why. False when the turn was not pending."""
+    return bool(Turn.objects.filter(pk=turn_id, status=Turn.Status.PENDING).update(
+        status=Turn.Status.STORED, error_code=code[:40], error=message[:500], completed_at=timezone.now()
+    ))
+
+
+def turn_reopen(*, turn_id) -> bool:
+    """Make a `stored` turn answerable again (pending), e.g. when its delivery is retried."""
+    return bool(Turn.objects.filter(pk=turn_id, status=Turn.Status.STORED).update(
+        status=Turn.Status.PENDING, error_code="", error="", completed_at=None
+    ))
 
 
 def turn_payload(turn: Turn) -> dict:
@@ -347,7 +363,8 @@ def _turn_reload(turn_id) -> Turn:
     )
 
 
-def _replay(turn: Turn) -> list[TurnEvent]:
+def turn_replay_events(turn: Turn) -> list[TurnEvent]:
+    """The one replay of a stored, finished turn: `start` (replayed) then `message` or `error`."""
     events = [event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq, replayed=True)]
     if turn.status == Turn.Status.COMPLETED:
         events.append(event_message(turn_payload(turn)))
@@ -378,7 +395,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
             yield event_error(code="turn_in_progress", message="This message is still being answered.",
                               session_id=turn.session_id, turn_id=turn.id, retryable=True)
             return
-        for event in _replay(await sync_to_async(_turn_reload)(turn.id)):
+        for event in turn_replay_events(await sync_to_async(_turn_reload)(turn.id)):
             yield event
         return
 
@@ -400,7 +417,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
         turn = await sync_to_async(_turn_begin)(turn.id)
     yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
 
-    matched = commands.command_match(turn.user_text)
+    matched = commands.command_match(turn.user_text, channel=turn.session.channel)
     if matched:
         async for event in _answer_command(turn, *matched, started=started):
             yield event
@@ -446,8 +463,8 @@ def _context_build_released(*, session: Session, turn: Turn, page: dict):
     call that follows can take seconds, and a connection held through it would cap the turns a
     process answers at once at the pool's size. (Pooled PostgreSQL only, outside transactions.)"""
     context = context_build(session=session, turn=turn, page=page)
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
-        connection.close()
+    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        db_release()
     return context
 
 

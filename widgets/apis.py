@@ -15,7 +15,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import renderers, serializers, status
 from rest_framework.response import Response
 
+from mejai.concurrency import db_release
 from mejai.errors import ApiError
+from runtime import background, live
 from runtime import services as runtime_services
 from runtime.apis import (
     ERROR_SCHEMA,
@@ -31,7 +33,7 @@ from runtime.events import SSE_KEEPALIVE, sse_encode
 from runtime.sse import with_keepalive
 from widgets import conf, services
 from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit
-from widgets.tokens import bearer_token, stream_ticket_issue, stream_ticket_redeem
+from widgets.tokens import TOKEN_EXPIRED_MESSAGE, bearer_token, stream_ticket_issue, stream_ticket_redeem
 
 CORS_MAX_AGE = 600
 
@@ -237,11 +239,10 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
             )
             return turn, created, services.page_context_clean(data.get("context"))
 
-        turn, created, page = await sync_to_async(run)()
-        events = runtime_services.turn_answer_stream(turn=turn, page=page)
-        if created:
-            events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events,
-                                             user_text=turn.user_text)
+        turn, _created, page = await sync_to_async(run)()
+        # The answer outlives this request (a closed tab still gets it on reconnect); this response
+        # follows it, and the session's other tabs get it through the live stream.
+        events = background.turn_answer_follow(turn_id=turn.pk, page=page)
         if stream_requested(request):
             from runtime.sse import sse_response
 
@@ -332,10 +333,11 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             try:
                 return run()
             finally:
-                services.db_release()  # the stream may stay open for hours: no connection held
+                db_release()  # the stream may stay open for hours: no connection held
 
         session, expires_at = await sync_to_async(run_and_release)()
-        events = services.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at)
+        events = live.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at,
+                                            expired_message=TOKEN_EXPIRED_MESSAGE)
         response = StreamingHttpResponse(
             _stream_body(events, keepalive=conf.sse_keepalive_seconds()), content_type="text/event-stream; charset=utf-8"
         )

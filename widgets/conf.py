@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from django.conf import settings
 
-
-def _int(name: str, default: int) -> int:
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "").strip()
-        value = int(raw) if raw.lstrip("-").isdigit() else default
-    return int(value)
-
-
-def _float(name: str, default: float) -> float:
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "").strip()
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            value = default
-    return float(value)
-
-
-def _bool(name: str, default: bool) -> bool:
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "").strip().lower()
-        value = default if not raw else raw in ("1", "true", "yes", "on")
-    return bool(value)
+from mejai.env import env_bool as _bool
+from mejai.env import env_float as _float
+from mejai.env import env_int as _int
 
 
 def token_ttl_seconds() -> int:

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from mejai.errors import ApiError
-from runtime import services as runtime_services
+from runtime import background, live
+from runtime.events import live_envelope_event
 from widgets import services
 from widgets.ratelimit import rate_limits_hit
 
@@ -58,7 +59,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         for task in list(self.answers):
-            task.cancel()  # the pipeline keeps what was generated and marks the turn interrupted
+            task.cancel()  # stops following; the answer itself finishes and is replayed on reconnect
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -131,7 +132,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_ORIGIN_NOT_ALLOWED)
             return
         session = await database_sync_to_async(services.widget_session_get)(caller=caller, session_id=content.get("session_id"))
-        group = services.session_group(session.pk)
+        group = live.session_group(session.pk)
         if self.group and self.group != group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await self.channel_layer.group_add(group, self.channel_name)
@@ -169,10 +170,9 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         task.add_done_callback(self.answers.discard)
 
     async def _answer(self, turn, created: bool, page: dict):
-        events = runtime_services.turn_answer_stream(turn=turn, page=page)
-        if created:
-            events = services.events_publish(session_id=turn.session_id, seq=turn.seq, events=events,
-                                             sender=self.channel_name, user_text=turn.user_text)
+        # The answer runs in the background (it outlives this socket); this socket follows it, and
+        # skips the copies of its own turn's events that arrive through the session group.
+        events = background.turn_answer_follow(turn_id=turn.pk, page=page, sender=self.channel_name)
         try:
             async for event in events:
                 frame = frame_for(event.type, event.as_dict())
@@ -186,9 +186,13 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     # --- events of other tabs ----------------------------------------------------------------
 
-    async def widget_turn_event(self, message: dict):
+    async def runtime_turn_event(self, message: dict):
+        """A live event of the session (runtime.live envelope), from another tab or process."""
         if message.get("sender") == self.channel_name:
             return
-        frame = frame_for(message.get("event_type", ""), message.get("data") or {})
+        event = live_envelope_event(message)
+        if event is None:
+            return
+        frame = frame_for(event.type, event.as_dict())
         if frame is not None:
             await self.send_json(frame)

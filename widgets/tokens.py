@@ -25,6 +25,7 @@ from widgets import conf
 AUDIENCE = "widget"
 ISSUER = "mejai"
 TICKET_CACHE_PREFIX = "widget:stream-ticket:"
+TOKEN_EXPIRED_MESSAGE = "위젯 토큰이 만료되었습니다. 다시 연결해 주세요. (The widget token has expired.)"
 
 
 def _signing_key() -> str:
@@ -99,7 +100,7 @@ def widget_token_verify(*, raw: str | None) -> WidgetClaims:
         token = WidgetToken(raw)
     except ExpiredTokenError as exc:
         raise ApiError(
-            "token_expired", "위젯 토큰이 만료되었습니다. 다시 연결해 주세요. (The widget token has expired.)", 401
+            "token_expired", TOKEN_EXPIRED_MESSAGE, 401
         ) from exc
     except (TokenError, ValueError, TypeError) as exc:
         raise ApiError("token_invalid", "위젯 토큰이 올바르지 않습니다. (The widget token is invalid.)", 401) from exc

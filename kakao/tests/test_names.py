@@ -40,8 +40,9 @@ def test_stated_names_are_stored_and_the_agent_greets_by_name(say, offline_llm, 
 def test_name_reaches_the_model_prompt(say, fake_llm):
     say("내 이름은 민수야")
     say("환불 규정 알려줘")
-    system = fake_llm.requests[-1]["messages"][0]["content"]
-    assert "민수" in system
+    # The chat's request, not a memory-extraction call that may have come after it.
+    chat = [r for r in fake_llm.requests if r["messages"][-1].get("content") == "환불 규정 알려줘"]
+    assert chat and "민수" in chat[-1]["messages"][0]["content"]
 
 
 @pytest.mark.parametrize("trigger", ["다른 이름", "이름 바꿔", "이름 변경", "이름 바꿔 줘!", "/이름"])
