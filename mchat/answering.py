@@ -6,14 +6,14 @@ Everything the worker needs from `runtime` goes through these functions, so the 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 
+from runtime.background import turn_answer_follow, turn_cancel
 from runtime.events import TurnEvent
 from runtime.models import Channel, Turn
-from runtime.services import turn_answer_stream, turn_start
+from runtime.services import turn_start
 
 
 def turn_store(*, bot, session, end_user, text: str, post_id: str) -> tuple[Turn, bool]:
@@ -23,9 +23,10 @@ def turn_store(*, bot, session, end_user, text: str, post_id: str) -> tuple[Turn
 
 
 async def answer_events(*, turn: Turn) -> AsyncIterator[TurnEvent]:
-    """The answer's events (start, delta…, message | error). Cancelling the consumer interrupts the answer;
-    the partial text is kept by the runtime."""
-    async for event in turn_answer_stream(turn=turn):
+    """The answer's events (start, delta…, message | error), answered in the background on the worker's
+    loop and published to the session's live group. Leaving early does not stop the answer: it is stored
+    and delivered through the outbox (docs/mchat.md)."""
+    async for event in turn_answer_follow(turn_id=turn.pk, sender="mchat"):
         yield event
 
 
@@ -33,7 +34,7 @@ async def turn_reload(*, turn_id) -> Turn:
     return await sync_to_async(Turn.objects.select_related("session").get)(pk=turn_id)
 
 
-def answer_cancel(task: asyncio.Task | None) -> None:
-    """Stop an answer in progress (its partial text is stored as interrupted)."""
-    if task is not None and not task.done():
-        task.cancel()
+async def answer_stop(*, turn_id) -> None:
+    """Stop an answer wherever it runs: the partial text is stored and the events end with an `error`
+    whose code is `stopped`."""
+    await sync_to_async(turn_cancel, thread_sensitive=False)(turn_id=turn_id)

@@ -1,54 +1,9 @@
-"""Mattermost channel settings: a Django setting of the same name, else the environment, else the default.
-
-(Read through one reader so the switch to mejai.env is one import.)
-"""
+"""Mattermost channel settings: a Django setting of the same name, else the environment, else the default
+(read through mejai.env, so a value that cannot be parsed fails loudly, naming the variable)."""
 
 from __future__ import annotations
 
-import os
-
-from django.core.exceptions import ImproperlyConfigured
-
-
-def _raw(name: str):
-    from django.conf import settings
-
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name, "").strip() or None
-    return value
-
-
-def env_str(name: str, default: str = "") -> str:
-    value = _raw(name)
-    return default if value is None else str(value)
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = _raw(name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name}: expected a boolean, got {value!r}")
-
-
-def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
-    value = _raw(name)
-    try:
-        number = float(value) if value is not None else default
-    except (TypeError, ValueError):
-        raise ImproperlyConfigured(f"{name}: expected a number, got {value!r}") from None
-    return max(minimum, number) if minimum is not None else number
-
-
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    return int(env_float(name, default, minimum=minimum))
+from mejai.env import env_bool, env_float, env_int, env_str
 
 
 # --- simple deployments: one bot from the environment (created or updated at worker start) ---

@@ -18,7 +18,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from mchat import conf, parsing
-from mchat.answering import answer_events
+from mchat.answering import answer_events, answer_stop
 from mchat.clients.mattermost import EDIT_TIME_LIMIT, MattermostError, Unauthorized
 from mchat.models import InboundPost, OutboxPost
 from runtime.models import Turn
@@ -97,8 +97,11 @@ class ReplyStream:
         self._last_edit = 0.0
         self._typing: asyncio.Task | None = None
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """`@ai stop`: the answer stops wherever it runs; its partial text stays, with a note."""
         self._stop.set()
+        if self.turn_id is not None:
+            await answer_stop(turn_id=self.turn_id)
 
     def _props(self, part: Part) -> dict:
         # Patches replace props entirely: always send all of them.
@@ -119,18 +122,14 @@ class ReplyStream:
                 if event.type == "delta":
                     self._typing_stop()
                     self.full += event.data.get("text", "")
-                    if self._stop.is_set():
-                        stopped = True
-                        break
-                    await self._progress()
+                    if not self._stop.is_set():
+                        await self._progress()
                 elif event.type == "message":
                     self.full = event.data.get("message") or self.full
                     break
                 elif event.type == "error":
-                    error = event.data
-                    break
-                if self._stop.is_set():
-                    stopped = True
+                    stopped = event.data.get("code") == "stopped"
+                    error = None if stopped else event.data
                     break
         finally:
             await events.aclose()

@@ -628,7 +628,7 @@ class BotWorker:
         """`@ai stop` from the person who asked stops the answer in progress (partial text kept)."""
         running = self.answers.get(key)
         if running is not None and running[0] == post["user_id"]:
-            running[1].stop()
+            await running[1].stop()
             reason = "stop"
         else:
             reason = "stop_nothing_running" if running is None else "stop_not_requester"

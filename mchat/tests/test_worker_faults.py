@@ -40,7 +40,9 @@ def test_silent_idle_cut_reconnects_and_loses_no_mention(mm, mchat_bot, fake_llm
     post = mm.user_post(w["minsu"], w["town"], "@ai 끊긴 뒤의 질문")
     wait_until(answered(post), message=worker.output())
     assert len(replies(mm, root_id=post["id"])) == 1
-    assert any(e["kind"] in ("resume", "hello") for e in mm.ws_log[2:])
+    # The dead path is noticed (no pong) and replaced; the startup catch-up may have answered first.
+    wait_until(lambda: any(e["kind"] in ("resume", "hello") for e in mm.ws_log[2:]), message=worker.output())
+    assert len(replies(mm, root_id=post["id"])) == 1
 
 
 def test_idle_cut_by_the_network_after_a_quiet_period(mm, mchat_bot, fake_llm, start_worker):
@@ -254,3 +256,25 @@ def test_malformed_frames_bad_posts_and_unknown_events_are_ignored(mm, mchat_bot
     log = worker.output()
     assert "not JSON" in log and "not valid JSON" in log and "unknown event" in log
     assert worker.proc.poll() is None
+
+
+def test_stop_from_the_requester_stops_the_answer(mm, mchat_bot, fake_llm, start_worker):
+    from mchat.replies import STOP_NOTE
+    from runtime.models import Turn
+
+    fake_llm.config.reply = " ".join(f"말{i}" for i in range(400))
+    fake_llm.config.tokens_per_second = 20
+    worker = started(mm, mchat_bot, start_worker, MCHAT_EDIT_MIN_CHARS="3")
+    w = mm.world
+    ask = mm.user_post(w["minsu"], w["town"], "@ai 아주 길게 말해줘")
+    wait_until(lambda: replies(mm, root_id=ask["id"]), message=worker.output())
+    other = mm.user_post(w["jisu"], w["town"], "@ai stop", root_id=ask["id"])  # not the requester
+    wait_until(lambda: InboundPost.objects.filter(post_id=other["id"], reason="stop_not_requester").exists(),
+               message=worker.output())
+    stop = mm.user_post(w["minsu"], w["town"], "@ai 그만", root_id=ask["id"])
+    wait_until(answered(ask), timeout=30, message=worker.output())
+    assert InboundPost.objects.get(post_id=stop["id"]).reason == "stop"
+    text = final_text(mm, ask["id"])
+    assert text.endswith(STOP_NOTE.strip()) and "말399" not in text
+    turn = Turn.objects.get(client_message_id=ask["id"])
+    assert turn.status == "interrupted" and turn.error_code == "stopped" and turn.reply_text
