@@ -121,6 +121,30 @@ class MattermostBotAdmin(OrganizationScopedAdmin):
         ("기록", {"fields": ["created_at", "updated_at"]}),
     ]
 
+    def get_urls(self):
+        from django.urls import path
+
+        return [path("status/", self.admin_site.admin_view(self.status_view), name="mchat_status"),
+                *super().get_urls()]
+
+    def status_view(self, request):
+        """Mattermost 연동 현황: every bot of the staff member's organization (all for superusers)."""
+        from django.template.response import TemplateResponse
+
+        from mchat import selectors
+
+        organization = None if request.user.is_superuser else organization_of(request)
+        if not request.user.is_superuser and organization is None:
+            bots, changes = [], []
+        else:
+            bots = selectors.bots_status(organization=organization)
+            changes = MappingAudit.objects.all() if organization is None else MappingAudit.objects.filter(
+                organization=organization)
+            changes = list(changes[:20])
+        context = {**self.admin_site.each_context(request), "title": "Mattermost 연동 현황", "bots": bots,
+                   "changes": changes}
+        return TemplateResponse(request, "admin/mchat/status.html", context)
+
     @admin.display(description="worker")
     def worker_state(self, obj):
         status = WorkerStatus.objects.filter(bot=obj).first()

@@ -130,3 +130,13 @@ def outbox_retry_max_seconds() -> float:
 
 def thread_context_posts() -> int:
     return env_int("MCHAT_THREAD_CONTEXT_POSTS", 30, minimum=0)
+
+
+# --- slash commands ---
+def slash_sync_seconds() -> float:
+    """How long POST /mchat/commands waits for the answer before acknowledging (Mattermost waits up to 30 s)."""
+    return env_float("MCHAT_SLASH_SYNC_SECONDS", 2.5, minimum=0.0)
+
+
+def slash_max_body_bytes() -> int:
+    return env_int("MCHAT_SLASH_MAX_BODY_BYTES", 16 * 1024, minimum=1024)

@@ -82,13 +82,14 @@ def _backlog_in_channel(*, bot_id: int, channel_id: str) -> bool:
 class ReplyStream:
     """The streamed answer to one post."""
 
-    def __init__(self, worker, *, conversation, inbound: InboundPost, post: dict):
+    def __init__(self, worker, *, conversation, inbound: InboundPost, post: dict, channel_id: str | None = None,
+                 root_id: str | None = None):
         self.worker = worker
         self.client = worker.client
         self.bot_id = worker.bot_id
         self.inbound = inbound
-        self.channel_id = conversation.channel.mchat_channel_id
-        self.root_id = conversation.reply_root_id
+        self.channel_id = channel_id or conversation.channel.mchat_channel_id
+        self.root_id = conversation.reply_root_id if root_id is None else root_id
         self.parts: list[Part] = []
         self.full = ""
         self.turn_id = None
@@ -289,6 +290,15 @@ class ReplyStream:
             await db(_row_update, outbox_id=part.outbox_id, status=OutboxPost.Status.SENT, sent_at=timezone.now())
         if self.queued:
             self.worker.outbox_wakeup.set()
+
+
+async def note_send(worker, *, inbound_id, channel_id: str, root_id: str, text: str) -> None:
+    """A short post that is not an answer (e.g. "sent to you by DM"), through the outbox."""
+    db = _db()
+    row = await db(_row_create, bot_id=worker.bot_id, inbound_id=inbound_id, turn_id=None, channel_id=channel_id,
+                   root_id=root_id, part=99, text=text, status=OutboxPost.Status.PENDING)
+    if not await outbox_deliver(worker, row):
+        worker.outbox_wakeup.set()
 
 
 # --- the outbox ------------------------------------------------------------------------------------

@@ -36,10 +36,15 @@ from mchat.answering import turn_store
 from mchat.clients.mattermost import MattermostClient, MattermostError, Unauthorized
 from mchat.models import ChannelMapping, InboundPost, MattermostBot, WorkerStatus
 from mejai.errors import ApiError
+from runtime.commands import command_match
+from runtime.models import Channel
 
 logger = logging.getLogger("mchat.worker")
 
 STOP_WORDS = {"stop", "멈춰", "그만", "중지", "/stop", "!stop"}
+# Commands whose answer lists a person's memories: never shown in a channel, sent by DM instead.
+PRIVATE_COMMANDS = {"memory", "search"}
+SENT_BY_DM = "🔒 결과는 DM으로 보내 드렸어요. (I sent the answer to you by direct message.)"
 
 
 def _release() -> None:
@@ -605,7 +610,12 @@ class BotWorker:
             return
         if conversation.new_thread and post.get("root_id"):
             text = await self._with_thread_context(post, text)
-        reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post)
+        private_to = await self._private_destination(text, post, mapping)
+        if private_to is not None:
+            reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post, channel_id=private_to,
+                                root_id="")
+        else:
+            reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post)
         try:
             turn, _created = await db(turn_store, bot=self.bot, session=conversation.session,
                                       end_user=user_mapping.end_user, text=text, post_id=post["id"])
@@ -620,9 +630,25 @@ class BotWorker:
         finally:
             if self.answers.get(key, (None, None))[1] is reply:
                 self.answers.pop(key, None)
+        if private_to is not None:
+            from mchat.replies import note_send
+
+            await note_send(self, inbound_id=inbound.pk, channel_id=mapping.mchat_channel_id,
+                            root_id=conversation.reply_root_id, text=SENT_BY_DM)
         if conversation.thread is not None:
             await db(services.thread_answered, thread_id=conversation.thread.pk)
         await db(services.inbound_set, inbound_id=inbound.pk, status=InboundPost.Status.ANSWERED)
+
+    async def _private_destination(self, text: str, post: dict, mapping: ChannelMapping) -> str | None:
+        """The DM channel for a memory listing asked in a channel (None: answer where it was asked)."""
+        if mapping.channel_type == ChannelMapping.Type.DIRECT:
+            return None
+        matched = command_match(text, channel=Channel.MCHAT)
+        if matched is None or matched[0].name not in PRIVATE_COMMANDS:
+            return None
+        channel = await self.client.direct_channel(user_id=self.bot_user_id, other_user_id=post["user_id"])
+        self.channels[channel["id"]] = await db(services.channel_mapping_sync, bot=self.bot, channel=channel)
+        return channel["id"]
 
     async def _stop(self, key: str, post: dict, inbound: InboundPost) -> None:
         """`@ai stop` from the person who asked stops the answer in progress (partial text kept)."""

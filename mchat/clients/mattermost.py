@@ -216,6 +216,9 @@ class MattermostClient:
         return await self.request("PUT", f"/posts/{post_id}/patch", json={"message": message, "props": props},
                                   retries=retries)
 
+    async def direct_channel(self, *, user_id: str, other_user_id: str) -> dict:
+        return await self.request("POST", "/channels/direct", json=[user_id, other_user_id])
+
     async def typing(self, *, user_id: str, channel_id: str, parent_id: str = "") -> None:
         await self.request("POST", f"/users/{user_id}/typing", json={"channel_id": channel_id, "parent_id": parent_id},
                            retries=0)

@@ -180,6 +180,7 @@ class FakeMattermost:
         self.requests: list[RequestRecord] = []
         self.post_log: list[PostRecord] = []
         self.typing_log: list[dict] = []
+        self.hook_posts: list[dict] = []  # what was POSTed to a slash command's response_url (/hooks/…)
         self.ws_log: list[dict] = []  # connects, resumes, hellos, closes (for tests)
         self.sessions: dict[str, WsSession] = {}
         self.conns: list[WsConn] = []
@@ -319,6 +320,7 @@ class FakeMattermost:
             self.requests.clear()
             self.post_log.clear()
             self.typing_log.clear()
+            self.hook_posts.clear()
             self.ws_log.clear()
             self.restarts = 0
 
@@ -797,6 +799,10 @@ class FakeMattermost:
         record.body = payload
         if path.startswith("/_fake/"):
             status, answer = self._control(method, path, query, payload)
+        elif path.startswith("/hooks/") and method == "POST":
+            with self._lock:
+                self.hook_posts.append({"path": path, "body": payload, "at": time.time()})
+            status, answer = 200, "ok"
         elif path == "/api/v4/system/ping":
             status, answer = 200, {"status": "OK"}
         elif user_id is None:
@@ -840,6 +846,12 @@ class FakeMattermost:
             team_id = parts[3]
             return 200, [self._channel_public(c) for c in self.channels.values()
                          if user_id in c["members"] and c["team_id"] in (team_id, "")]
+        if method == "POST" and parts == ["channels", "direct"]:
+            ids = payload if isinstance(payload, list) else []
+            if len(ids) != 2 or any(i not in self.users for i in ids) or user_id not in ids:
+                return 400, self._error(400, "api.context.invalid_body_param.app_error", "user ids")
+            channel = self.dm_channel(self.users[ids[0]], self.users[ids[1]])
+            return 201, self._channel_public(channel)
         if method == "GET" and len(parts) == 2 and parts[0] == "channels":
             channel = self.channels[parts[1]]
             if user_id not in channel["members"]:

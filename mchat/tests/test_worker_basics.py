@@ -80,3 +80,27 @@ def test_loop_bait_and_mention_parsing(mm, mchat_bot, fake_llm, start_worker):
     replies = [p for p in bot_posts(mm) if p["id"] != own["id"]]
     assert len(replies) == 3, [p["message"] for p in replies]
     assert sum("DM 에서 부름" in p["message"] for p in replies) == 1  # a DM with @ai answered once
+
+
+def test_commands_inside_posts_and_memory_listing_by_dm(mm, mchat_bot, fake_llm, start_worker):
+    from mchat.worker import SENT_BY_DM
+
+    worker = start_worker(mchat_bot)
+    wait_until(ws_connected(mm), message=worker.output())
+    w = mm.world
+    first = mm.user_post(w["minsu"], w["town"], "@ai /remember 라떼를 좋아함")
+    second = mm.user_post(w["minsu"], w["dm"], "!remember 주말엔 등산")
+    third = mm.user_post(w["minsu"], w["dm"], " /기억 고양이 두 마리")
+    for post in (first, second, third):
+        wait_until(lambda post=post: InboundPost.objects.filter(post_id=post["id"], status="answered").exists(),
+                   message=worker.output())
+    assert fake_llm.requests == []  # commands are answered without the model
+    texts = [p["message"] for p in bot_posts(mm)]
+    assert any("라떼를 좋아함" in t and "#" in t for t in texts) and any("등산" in t for t in texts)
+    listing = mm.user_post(w["minsu"], w["town"], "@ai /memory")
+    wait_until(lambda: InboundPost.objects.filter(post_id=listing["id"], status="answered").exists(),
+               message=worker.output())
+    in_thread = [p["message"] for p in bot_posts(mm, root_id=listing["id"])]
+    assert in_thread == [SENT_BY_DM]  # the listing itself never appears in the channel
+    dm_texts = [p["message"] for p in bot_posts(mm, channel=w["dm"])]
+    assert any("라떼" in t and "고양이" in t for t in dm_texts)
