@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate demo worker mchat-worker bench lint fmt clean chromium
+.PHONY: run test install migrate demo worker mchat-worker mchat-fake bench lint fmt clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,18 @@ migrate: install
 demo: migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_setup
 
-## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000
+## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000;
+## when a Mattermost bot is configured (admin, or MCHAT_URL + MCHAT_BOT_TOKEN) its worker runs alongside
 run: demo
 	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v 0
 	@echo "mejai on http://localhost:$(PORT)  (Ctrl-C to stop)"
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) mejai.asgi:application
+	@export DEBUG=$${DEBUG:-1}; \
+	if $(PY) manage.py mchat_worker --check; then \
+		$(PY) manage.py mchat_worker & MCHAT_PID=$$!; \
+		trap 'kill $$MCHAT_PID 2>/dev/null' EXIT INT TERM; \
+		echo "mchat: the Mattermost worker runs alongside (pid $$MCHAT_PID)"; \
+	fi; \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) mejai.asgi:application
 
 ## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
 test: install chromium
@@ -46,6 +53,10 @@ worker: install
 
 mchat-worker: install
 	$(PY) manage.py mchat_worker
+
+## make mchat-fake: a fake Mattermost server on :8065 to try the bot without one (docs/mchat.md)
+mchat-fake: install
+	$(PY) -m mchat.fakes.server --port 8065
 
 bench: install
 	$(PY) bench/run.py

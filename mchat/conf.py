@@ -91,6 +91,11 @@ def unhealthy_recheck_seconds() -> float:
     return env_float("MCHAT_UNHEALTHY_RECHECK_SECONDS", 10.0, minimum=0.1)
 
 
+def bots_refresh_seconds() -> float:
+    """How often the worker looks for bots added or re-activated in the admin."""
+    return env_float("MCHAT_BOTS_REFRESH_SECONDS", 30.0, minimum=0.1)
+
+
 def heartbeat_seconds() -> float:
     return env_float("MCHAT_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 

@@ -716,7 +716,31 @@ class BotWorker:
                 await asyncio.wait_for(self.outbox_wakeup.wait(), 1.0)
 
 
-async def workers_run(bots: list[MattermostBot]) -> None:
+async def workers_run(*, bot_id: int | None = None, wait: bool = False) -> None:
+    """Serve every active bot (or one); bots added, re-activated or crashed are (re)started each refresh."""
     label = worker_label()
-    workers = [BotWorker(bot, label=label) for bot in bots]
-    await asyncio.gather(*(w.run() for w in workers))
+    running: dict[int, asyncio.Task] = {}
+    announced = False
+    try:
+        while True:
+            bots = await db(services.bots_for_worker, bot_id=bot_id)
+            for bot in bots:
+                task = running.get(bot.pk)
+                if task is not None and task.done():
+                    if not task.cancelled() and task.exception() is not None:
+                        logger.error("bot %s: worker stopped with an error; restarting", bot.pk,
+                                     exc_info=task.exception())
+                    task = None
+                if task is None:
+                    running[bot.pk] = asyncio.create_task(BotWorker(bot, label=label).run())
+            if not bots and not any(not t.done() for t in running.values()):
+                if not wait:
+                    return
+                if not announced:
+                    logger.info("mchat: no active Mattermost bot yet; waiting for one")
+                    announced = True
+            await asyncio.sleep(conf.bots_refresh_seconds())
+    finally:
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)

@@ -746,7 +746,7 @@ class FakeMattermost:
 
     async def _write(self, writer, status: int, body, headers: dict | None = None) -> None:
         if isinstance(body, (dict, list)):
-            raw, ctype = json.dumps(body).encode(), "application/json"
+            raw, ctype = json.dumps(body, ensure_ascii=False).encode(), "application/json; charset=utf-8"
         else:
             raw, ctype = (body or "").encode(), "text/plain; charset=utf-8"
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", f"Content-Type: {ctype}",
