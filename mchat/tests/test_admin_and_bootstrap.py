@@ -109,3 +109,17 @@ def test_bootstrap_errors_are_clear(monkeypatch, organization, agent):
     monkeypatch.setenv("MCHAT_ORGANIZATION", "nope")
     with pytest.raises(ApiError, match="MCHAT_ORGANIZATION"):
         services.bot_bootstrap_from_env()
+
+
+def test_worker_check_says_whether_a_bot_is_configured(monkeypatch, organization, agent, capsys):
+    from django.core.management import call_command
+
+    monkeypatch.delenv("MCHAT_URL", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        call_command("mchat_worker", "--check")
+    assert exited.value.code == 3 and "no Mattermost bot configured" in capsys.readouterr().out
+    MattermostBot.objects.create(organization=organization, agent=agent, name="ours", server_url="https://m.test",
+                                 token=SECRET)
+    call_command("mchat_worker", "--check")
+    out = capsys.readouterr().out
+    assert "ours → https://m.test" in out and SECRET not in out
