@@ -32,6 +32,7 @@ STOPPED_EMPTY = "_(요청에 따라 답변을 멈췄어요. · Stopped on reques
 INTERRUPTED_NOTE = "\n\n_(답변 중에 중단되었어요. 다시 물어봐 주세요. · The answer was interrupted; please ask again.)_"
 TYPING_EVERY_SECONDS = 4.0
 MARKER = "mejai_reply"
+ORDER_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -83,7 +84,7 @@ class ReplyStream:
     """The streamed answer to one post."""
 
     def __init__(self, worker, *, conversation, inbound: InboundPost, post: dict, channel_id: str | None = None,
-                 root_id: str | None = None):
+                 root_id: str | None = None, after: asyncio.Future | None = None, shown: asyncio.Future | None = None):
         self.worker = worker
         self.client = worker.client
         self.bot_id = worker.bot_id
@@ -95,6 +96,7 @@ class ReplyStream:
         self.turn_id = None
         self.queued = False  # deliver through the outbox only (a backlog in this channel, or Mattermost down)
         self._stop = asyncio.Event()
+        self._after, self._shown = after, shown  # order of replies within the channel
         self._last_edit = 0.0
         self._typing: asyncio.Task | None = None
 
@@ -218,8 +220,21 @@ class ReplyStream:
         part.raw_len, part.sent = len(raw), message
         return True
 
+    async def _turn_in_channel(self) -> None:
+        """Wait until the previous reply of this channel shows its first post (bounded: never stuck behind it)."""
+        if self._after is not None and not self._after.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._after), ORDER_WAIT_SECONDS)
+        self._after = None
+
+    def _mark_shown(self) -> None:
+        if self._shown is not None and not self._shown.done():
+            self._shown.set_result(None)
+
     async def _part_create(self, *, start: int, raw: str, final: bool) -> Part:
         db = _db()
+        if not self.parts:
+            await self._turn_in_channel()
         message = parsing.broadcast_neutralise(raw)
         row = await db(_row_create, bot_id=self.bot_id, inbound_id=self.inbound.pk, turn_id=self.turn_id,
                        channel_id=self.channel_id, root_id=self.root_id, part=len(self.parts), text=message,
@@ -228,6 +243,7 @@ class ReplyStream:
         self.parts.append(part)
         if self.queued:
             await db(_row_update, outbox_id=row.pk, status=OutboxPost.Status.PENDING, text=message)
+            self._mark_shown()  # the outbox keeps the order from here
             return part
         await db(_row_update, outbox_id=row.pk, first_attempt_at=timezone.now(), attempts=1)
         try:
@@ -238,11 +254,13 @@ class ReplyStream:
         except MattermostError as exc:
             logger.warning("bot %s: reply post not created (%s); queued in the outbox", self.bot_id, exc)
             self.queued = exc.retryable
+            self._mark_shown()  # queued: the outbox keeps the order from here
             await db(_row_update, outbox_id=row.pk, text=message, last_error=str(exc)[:300],
                      status=OutboxPost.Status.PENDING if exc.retryable else OutboxPost.Status.FAILED,
                      next_attempt_at=timezone.now() + timedelta(seconds=1))
             return part
         part.post_id, part.raw_len, part.sent = post["id"], len(raw), message
+        self._mark_shown()
         await db(_row_posted, outbox_id=row.pk, post_id=post["id"], text=message, done=final)
         return part
 

@@ -169,6 +169,9 @@ class BotWorker:
         self.answers: dict[str, tuple[str, object]] = {}  # conversation key -> (requester, ReplyStream)
         self.last_event_at = None
         self.outbox_wakeup = asyncio.Event()
+        # Replies of a channel appear in the order of the posts they answer: each reply waits (briefly) for the
+        # previous reply of its channel to show its first post. channel id -> the latest reply's "shown" future.
+        self._channel_turns: dict[str, asyncio.Future] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -551,7 +554,11 @@ class BotWorker:
             if stamp > mapping.cursor_ms:
                 mapping.cursor_ms = stamp
                 await db(services.channel_cursor_advance, mapping_id=mapping.pk, cursor_ms=stamp)
-        self._spawn(self._answer_guarded(inbound, post, mapping))
+        loop = asyncio.get_running_loop()
+        previous = self._channel_turns.get(mapping.mchat_channel_id)
+        shown = loop.create_future()
+        self._channel_turns[mapping.mchat_channel_id] = shown
+        self._spawn(self._answer_guarded(inbound, post, mapping, previous=previous, shown=shown))
         return 1
 
     def _trigger_refusal(self, post: dict, mapping: ChannelMapping) -> str | None:
@@ -568,9 +575,10 @@ class BotWorker:
             return None
         return "no_mention"
 
-    async def _answer_guarded(self, inbound: InboundPost, post: dict, mapping: ChannelMapping) -> None:
+    async def _answer_guarded(self, inbound: InboundPost, post: dict, mapping: ChannelMapping, *,
+                              previous: asyncio.Future | None = None, shown: asyncio.Future | None = None) -> None:
         try:
-            await self._answer(inbound, post, mapping)
+            await self._answer(inbound, post, mapping, previous=previous, shown=shown)
         except asyncio.CancelledError:
             raise
         except Unauthorized:
@@ -579,6 +587,12 @@ class BotWorker:
             logger.exception("bot %s: answering post %s failed", self.bot_id, post["id"])
             await db(services.inbound_set, inbound_id=inbound.pk, status=InboundPost.Status.FAILED,
                      reason=type(exc).__name__[:40])
+        finally:
+            if shown is not None and not shown.done():
+                shown.set_result(None)
+            channel_id = mapping.mchat_channel_id
+            if shown is not None and self._channel_turns.get(channel_id) is shown:
+                del self._channel_turns[channel_id]
 
     async def user_get(self, user_id: str) -> dict:
         cached = self._users.get(user_id)
@@ -588,7 +602,8 @@ class BotWorker:
         self._users[user_id] = (time.monotonic(), user)
         return user
 
-    async def _answer(self, inbound: InboundPost, post: dict, mapping: ChannelMapping) -> None:
+    async def _answer(self, inbound: InboundPost, post: dict, mapping: ChannelMapping, *,
+                      previous: asyncio.Future | None = None, shown: asyncio.Future | None = None) -> None:
         from mchat.replies import ReplyStream
 
         await db(services.inbound_set, inbound_id=inbound.pk, status=InboundPost.Status.PROCESSING)
@@ -615,7 +630,8 @@ class BotWorker:
             reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post, channel_id=private_to,
                                 root_id="")
         else:
-            reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post)
+            reply = ReplyStream(self, conversation=conversation, inbound=inbound, post=post, after=previous,
+                                shown=shown)
         try:
             turn, _created = await db(turn_store, bot=self.bot, session=conversation.session,
                                       end_user=user_mapping.end_user, text=text, post_id=post["id"])

@@ -67,6 +67,8 @@ def test_server_restart_with_three_mentions_during_the_outage(mm, mchat_bot, fak
     for post in posts:
         assert len(replies(mm, root_id=post["id"])) == 1
     assert any(e["kind"] == "hello" for e in mm.ws_log if e["at"] > mm.ws_log[0]["at"])
+    created = sorted((p["create_at"], p["root_id"]) for p in replies(mm, channel=w["town"]))
+    assert [root for _, root in created] == [p["id"] for p in posts]  # answered in the order asked
 
 
 def test_replayed_events_and_a_second_worker_never_answer_twice(mm, mchat_bot, fake_llm, start_worker):
