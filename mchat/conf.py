@@ -96,6 +96,11 @@ def bots_refresh_seconds() -> float:
     return env_float("MCHAT_BOTS_REFRESH_SECONDS", 30.0, minimum=0.1)
 
 
+def db_threads() -> int:
+    """Threads for the worker's database calls (keep DB_POOL_MAX above this plus the answers in flight)."""
+    return env_int("MCHAT_DB_THREADS", 8, minimum=1)
+
+
 def heartbeat_seconds() -> float:
     return env_float("MCHAT_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from mchat import conf, parsing, services
 from mchat.answering import turn_store
 from mchat.clients.mattermost import MattermostClient, MattermostError, Unauthorized
 from mchat.models import ChannelMapping, InboundPost, MattermostBot, WorkerStatus
+from mejai.concurrency import executor
 from mejai.errors import ApiError
 from runtime.commands import command_match
 from runtime.models import Channel
@@ -54,7 +56,8 @@ def _release() -> None:
 
 
 async def db(fn, /, **kwargs):
-    """Run a sync database function off the event loop."""
+    """Run a sync database function off the event loop, on the worker's own bounded pool (the default
+    executor has cores + 4 threads; many answers at once need more), releasing the connection after."""
 
     def run():
         try:
@@ -62,7 +65,8 @@ async def db(fn, /, **kwargs):
         finally:
             _release()
 
-    return await asyncio.to_thread(run)
+    pool = executor("mchat-db", conf.db_threads())
+    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(run))
 
 
 class Backoff:
@@ -172,6 +176,9 @@ class BotWorker:
         # Replies of a channel appear in the order of the posts they answer: each reply waits (briefly) for the
         # previous reply of its channel to show its first post. channel id -> the latest reply's "shown" future.
         self._channel_turns: dict[str, asyncio.Future] = {}
+        # Posts from the WebSocket are handled in order by one consumer, so the reader keeps reading
+        # (pongs included) while the database is slow.
+        self._inbox: asyncio.Queue = asyncio.Queue()
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -271,10 +278,12 @@ class BotWorker:
                 await self.channels_refresh(force=True)
                 await self.recover_unfinished()
                 outbox = self._spawn(self._outbox_loop())
+                inbox = self._spawn(self._inbox_loop())
                 try:
                     await self._connect_loop()
                 finally:
                     outbox.cancel()
+                    inbox.cancel()
             except Unauthorized as exc:
                 await self._unhealthy(str(exc))
 
@@ -442,7 +451,7 @@ class BotWorker:
             if post is None:
                 logger.warning("bot %s: ignored a posted event whose post is not valid JSON", self.bot_id)
                 return
-            await self.accept(post, via="websocket", channel_type=data.get("channel_type"))
+            self._inbox.put_nowait((post, data.get("channel_type")))
         elif event in ("post_edited", "post_deleted", "typing", "status_change", "channel_viewed", "reaction_added",
                        "reaction_removed", "user_added", "user_removed", "channel_created", "direct_added",
                        "group_added", "new_user", "preferences_changed", "thread_updated"):
@@ -716,6 +725,16 @@ class BotWorker:
 
         for inbound in await db(services.inbound_unfinished, bot_id=self.bot_id):
             self._spawn(recover(self, inbound))
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            post, channel_type = await self._inbox.get()
+            try:
+                await self.accept(post, via="websocket", channel_type=channel_type)
+            except Unauthorized:
+                raise
+            except Exception:
+                logger.exception("bot %s: post %s could not be handled", self.bot_id, post.get("id"))
 
     async def _outbox_loop(self) -> None:
         from mchat.replies import outbox_drain

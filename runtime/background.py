@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import threading
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.core.cache import cache
 
+from mejai.concurrency import db_release
 from runtime import live
 from runtime.events import TurnEvent, event_error
 from runtime.models import Turn
@@ -131,6 +133,10 @@ async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -
             outcome = TurnOutcome(answer.turn_id, str(getattr(turn, "session_id", "") or "") or None, None,
                                   failed.data)
         finally:
+            # This context's thread ends with the answer: hand its database connection back to the pool
+            # first (a pooled connection left on an ended thread is never returned, and the pool runs dry).
+            with contextlib.suppress(Exception):
+                await sync_to_async(db_release)()
             answer.emit(None)
             with _answers_lock:
                 if _answers.get(answer.turn_id) is answer:
