@@ -280,3 +280,17 @@ def test_stop_from_the_requester_stops_the_answer(mm, mchat_bot, fake_llm, start
     assert text.endswith(STOP_NOTE.strip()) and "말399" not in text
     turn = Turn.objects.get(client_message_id=ask["id"])
     assert turn.status == "interrupted" and turn.error_code == "stopped" and turn.reply_text
+
+
+def test_broadcast_mentions_in_model_output_are_neutralised_and_5xx_is_retried(mm, mchat_bot, fake_llm,
+                                                                               start_worker):
+    fake_llm.config.reply = "@channel 여러분, @here 와 @all 에게 알립니다"
+    mm.fault_add("POST", "/api/v4/posts", status=503, times=1)
+    worker = started(mm, mchat_bot, start_worker)
+    post = mm.user_post(mm.world["minsu"], mm.world["town"], "@ai 공지해줘")
+    wait_until(answered(post), message=worker.output())
+    parts = replies(mm, root_id=post["id"])
+    assert len(parts) == 1  # the 503 was retried with the same pending_post_id: one post
+    text = parts[0]["message"]
+    assert "@channel" not in text and "@here" not in text and "@all" not in text
+    assert text.replace("\u200b", "") == fake_llm.config.reply
