@@ -32,7 +32,9 @@ STOPPED_EMPTY = "_(요청에 따라 답변을 멈췄어요. · Stopped on reques
 INTERRUPTED_NOTE = "\n\n_(답변 중에 중단되었어요. 다시 물어봐 주세요. · The answer was interrupted; please ask again.)_"
 TYPING_EVERY_SECONDS = 4.0
 MARKER = "mejai_reply"
-ORDER_WAIT_SECONDS = 30.0
+# Only a guard against a reply that never shows (it always resolves when it finishes or fails); under the
+# rate limiter a long backlog takes minutes to drain, and replies must not overtake each other meanwhile.
+ORDER_WAIT_SECONDS = 600.0
 
 
 @dataclass

@@ -69,6 +69,11 @@ async def db(fn, /, **kwargs):
     return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(run))
 
 
+def _db_ping() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 class Backoff:
     """Exponential backoff with full jitter: a random delay in [0, min(max, min × 2^n)]."""
 
@@ -270,6 +275,8 @@ class BotWorker:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            # Open the database connections the answers will need now, not on the first mentions.
+            await asyncio.gather(*(db(_db_ping) for _ in range(conf.db_threads())))
             self.bot_user_id = me["id"]
             self.mention = (bot.mention_name or me.get("username") or "").lstrip("@")
             await db(services.status_set, bot_id=self.bot_id, auth_ok=True, auth_error="", bot_user_id=me["id"],
