@@ -12,8 +12,8 @@ from rest_framework.views import APIView
 from endusers import selectors, services
 from endusers.models import EndUser, Identity, Memory
 from mejai.errors import ApiError
-from runtime.apis import ERROR_SCHEMA, JsonErrorsMixin
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
+from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 
 
 class IdentityOutput(serializers.ModelSerializer):

@@ -18,7 +18,7 @@ def memory_extract_task(self, turn_id: str) -> list[str]:
         return []
 
 
-@app.task
+@app.task(name="endusers.turns_purge_expired")
 def turns_purge_expired_task() -> dict:
     """For a periodic scheduler (Celery beat, cron): the same as `manage.py purge_expired`."""
     from endusers.conf import RETENTION_DAYS

@@ -6,7 +6,7 @@ Kakao users have no login of their own, so the "user" endpoints are read by the 
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -16,11 +16,9 @@ from kakao import selectors, services
 from kakao.models import CallbackTask
 from kakao.responses import response_build
 from mejai.errors import ApiError
-from runtime import prompts
-from runtime import selectors as runtime_selectors
-from runtime.apis import ERROR_SCHEMA, JsonErrorsMixin, PromptTemplateOutput, PromptVersionOutput
+from runtime import apis as runtime_apis
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
-from runtime.models import PromptTemplate, PromptVersion
+from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 from runtime.services import turn_payload
 
 
@@ -51,7 +49,6 @@ class HealthApi(OperatorApi):
 
     @extend_schema(operation_id="kakao_admin_health", responses={200: dict, 503: dict})
     def get(self, request):
-        services.callback_tasks_sweep(organization=request.user.organization)
         body = selectors.kakao_health(organization=request.user.organization)
         return Response(body, status=503 if body["status"] == "unavailable" else 200)
 
@@ -69,7 +66,6 @@ class CallbackTaskListApi(JsonErrorsMixin, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        services.callback_tasks_sweep(organization=self.request.user.organization)
         return selectors.callback_tasks_for_org(organization=self.request.user.organization,
                                                 status=self.request.query_params.get("status"))
 
@@ -85,57 +81,22 @@ class CallbackTaskRetryApi(OperatorApi):
         return Response(CallbackTaskOutput(task).data, status=status.HTTP_202_ACCEPTED)
 
 
-class PromptListApi(OperatorApi):
-    """The organization's prompts (versioned, audited by the runtime); POST creates a new version."""
+# The prompt APIs are the runtime's (one implementation), under Kakao's paths and operation ids.
 
-    class InputSerializer(serializers.Serializer):
-        name = serializers.SlugField(max_length=100)
-        text = serializers.CharField(max_length=50_000)
-        note = serializers.CharField(required=False, allow_blank=True, max_length=200)
-        activate = serializers.BooleanField(required=False, default=False)
-
-    @extend_schema(operation_id="kakao_admin_prompts", responses=PromptTemplateOutput(many=True))
-    def get(self, request):
-        templates = runtime_selectors.prompt_templates_for_org(organization=request.user.organization)
-        return Response(PromptTemplateOutput(templates, many=True).data)
-
-    @extend_schema(operation_id="kakao_admin_prompt_create", request=InputSerializer,
-                   responses={201: PromptVersionOutput, 400: ERROR_SCHEMA})
-    def post(self, request):
-        if not isinstance(request.data, dict):
-            raise ApiError("invalid", "The body must be a JSON object.", 400)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        template = prompts.prompt_template_get_or_create(organization=request.user.organization, name=values["name"])
-        version = prompts.prompt_version_create(
-            template=template, text=values["text"], note=values.get("note", ""), actor_label=request.user.label,
-            activate=values["activate"],
-        )
-        return Response(PromptVersionOutput(version).data, status=status.HTTP_201_CREATED)
+@extend_schema_view(get=extend_schema(operation_id="kakao_admin_prompts"),
+                    post=extend_schema(operation_id="kakao_admin_prompt_create"))
+class PromptListApi(runtime_apis.PromptListApi):
+    pass
 
 
-class PromptDetailApi(OperatorApi):
-    @extend_schema(operation_id="kakao_admin_prompt", responses={200: PromptTemplateOutput, 404: ERROR_SCHEMA})
-    def get(self, request, name: str):
-        template = (PromptTemplate.objects.prefetch_related("versions")
-                    .filter(organization=request.user.organization, name=name).first())
-        if template is None:
-            raise ApiError("not_found", "Prompt not found.", 404)
-        return Response(PromptTemplateOutput(template).data)
+@extend_schema_view(get=extend_schema(operation_id="kakao_admin_prompt"))
+class PromptDetailApi(runtime_apis.PromptDetailApi):
+    pass
 
 
-class PromptActivateApi(OperatorApi):
-    """Activate a prompt version (by version id); audited."""
-
-    @extend_schema(operation_id="kakao_admin_prompt_activate", request=None,
-                   responses={200: PromptVersionOutput, 404: ERROR_SCHEMA})
-    def post(self, request, version_id: int):
-        version = PromptVersion.objects.filter(pk=version_id, template__organization=request.user.organization).first()
-        if version is None:
-            raise ApiError("not_found", "Prompt version not found.", 404)
-        version = prompts.prompt_version_activate(version=version, actor_label=request.user.label)
-        return Response(PromptVersionOutput(version).data)
+@extend_schema_view(post=extend_schema(operation_id="kakao_admin_prompt_activate"))
+class PromptActivateApi(runtime_apis.PromptVersionActivateApi):
+    pass
 
 
 class AiStatusApi(OperatorApi):

@@ -12,6 +12,7 @@ from kakao import conf, services
 from kakao.parsing import body_decode, skill_request_parse
 from kakao.responses import response_build
 from mejai.errors import ApiError
+from runtime.http import body_read
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +24,8 @@ def _json(body: dict, status: int = 200) -> JsonResponse:
 def _authenticated_request(request, *, require_utterance: bool = True):
     """Secret → body → JSON → fields → bot id, each failure an ApiError (sync: runs off the event loop)."""
     bot = services.bot_authenticate(headers=request.headers)
-    length = request.META.get("CONTENT_LENGTH") or ""
-    content_type = request.META.get("CONTENT_TYPE", "")
-    limit = conf.max_body_bytes()
-    if length.isdigit() and int(length) > limit:
-        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
-    try:
-        raw = request.body
-    except Exception:  # RequestDataTooBig and friends
-        raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413) from None
-    data = body_decode(body=raw, content_type=content_type)
+    raw = body_read(request, limit=conf.max_body_bytes())
+    data = body_decode(body=raw, content_type=request.META.get("CONTENT_TYPE", ""))
     skill = skill_request_parse(data, require_utterance=require_utterance)
     services.bot_check_id(bot=bot, skill=skill)
     return bot, skill

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -73,3 +74,39 @@ class MejaiTask(Task):
 app = Celery("mejai", task_cls=MejaiTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+_beat_started = False
+_beat_lock = threading.Lock()
+
+
+def in_process_beat_start() -> bool:
+    """Without a broker there is no `celery beat`: run CELERY_BEAT_SCHEDULE on a daemon thread of this
+    process instead (started by the ASGI entry point, so only servers run it). False when not needed."""
+    global _beat_started
+    from django.conf import settings
+
+    if not settings.CELERY_IN_PROCESS:
+        return False
+    with _beat_lock:
+        if _beat_started:
+            return True
+        _beat_started = True
+    schedule = {name: float(entry["schedule"]) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()}
+
+    def run() -> None:
+        app.loader.import_default_modules()  # registers every app's tasks (autodiscovery is lazy)
+        due = {name: time.monotonic() + min(every, 5.0) for name, every in schedule.items()}
+        while True:
+            now = time.monotonic()
+            for name, at in due.items():
+                if at <= now:
+                    due[name] = now + schedule[name]
+                    try:
+                        app.tasks[settings.CELERY_BEAT_SCHEDULE[name]["task"]].apply_async()
+                    except Exception:
+                        logger.exception("periodic job %s could not start", name)
+            time.sleep(max(0.5, min(due.values()) - time.monotonic()))
+
+    threading.Thread(target=run, name="mejai-beat", daemon=True).start()
+    return True

@@ -164,6 +164,14 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "mejai")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 IN_PROCESS_JOB_THREADS = env_int("IN_PROCESS_JOB_THREADS", 4)
+# Periodic jobs: run by `celery -A mejai beat` (one per deployment), or by the web process itself
+# when jobs run in-process (mejai.celery.in_process_beat_start). Schedules in seconds.
+CELERY_BEAT_SCHEDULE = {
+    "kakao-callback-sweep": {"task": "kakao.callback_tasks_sweep",
+                             "schedule": env_float("KAKAO_SWEEP_SECONDS", 15, minimum=1)},
+    "endusers-purge-expired": {"task": "endusers.turns_purge_expired",
+                               "schedule": env_float("ENDUSERS_PURGE_SECONDS", 24 * 3600, minimum=60)},
+}
 
 # --- LLM --------------------------------------------------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

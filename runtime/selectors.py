@@ -49,3 +49,11 @@ def api_key_find(*, raw_key: str) -> ApiKey | None:
 
 def prompt_templates_for_org(*, organization: Organization) -> QuerySet[PromptTemplate]:
     return PromptTemplate.objects.filter(organization=organization).prefetch_related("versions")
+
+
+def prompt_template_get_for_org(*, organization: Organization, name: str) -> PromptTemplate:
+    """The organization's prompt of that name with its versions; ApiError 404 `not_found` otherwise."""
+    template = PromptTemplate.objects.prefetch_related("versions").filter(organization=organization, name=name).first()
+    if template is None:
+        raise ApiError("not_found", "프롬프트를 찾을 수 없습니다. (Prompt not found.)", 404)
+    return template

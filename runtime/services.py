@@ -26,11 +26,12 @@ from django.utils import timezone
 
 from mejai.concurrency import db_release
 from mejai.errors import ApiError
-from runtime import commands, signals
+from runtime import commands, selectors, signals
 from runtime.clients.llm import LLMError, LLMRequest, TextDelta, ToolCall, Usage, provider_get
 from runtime.context import context_build
 from runtime.events import TurnEvent, event_delta, event_error, event_message, event_start
-from runtime.models import Agent, Organization, Session, Turn
+from runtime.identities import end_user_resolve
+from runtime.models import Agent, Channel, Organization, Session, Turn
 from runtime.text import user_text_validate
 
 logger = logging.getLogger(__name__)
@@ -379,6 +380,46 @@ def turn_replay_events(turn: Turn) -> list[TurnEvent]:
             )
         )
     return events
+
+
+# --- the runtime API's own callers ------------------------------------------------------
+
+def api_chat_prepare(*, organization: Organization, data: dict) -> dict:
+    """Resolve agent, session and end user of a runtime API call (`POST /api/runtime/chat`); the
+    kwargs for turn_start. `data`: message, session_id?, client_message_id?, external_id?, agent?,
+    metadata?. ApiError 404 for a session or agent that is not the organization's."""
+    session = None
+    if data.get("session_id"):
+        session = selectors.session_get_for_org(organization=organization, session_id=data["session_id"])
+    # A session keeps its agent; the lookup only matters when it can fail (a named or inactive agent).
+    if session is None or data.get("agent") or not session.agent.is_active:
+        agent = selectors.agent_for_org(organization=organization, name=data.get("agent") or None)
+    end_user = None
+    external_id = (data.get("external_id") or "").strip()
+    if external_id:
+        # The caller holds an API key: its external id is a verified identity.
+        end_user = end_user_resolve(organization=organization, kind="external_id", value=external_id, verified=True)
+    if session is not None:
+        agent = session.agent
+        if end_user is not None and session.end_user_id not in (None, end_user.pk):
+            raise ApiError("session_not_found", "Session not found.", 404, field="session_id")
+    metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
+    return dict(
+        organization=organization,
+        agent=agent,
+        channel=Channel.API,
+        text=data["message"],
+        session=session,
+        end_user=end_user,
+        client_message_id=data.get("client_message_id") or "",
+        idempotency_scope=f"external:{external_id}",
+        session_metadata={**metadata, "external_id": external_id} if external_id else metadata,
+    )
+
+
+def api_chat_start(*, organization: Organization, data: dict) -> tuple[Turn, bool]:
+    """Resolve and store a runtime API message in one thread hop: (turn, created)."""
+    return turn_start(**api_chat_prepare(organization=organization, data=data))
 
 
 # --- answering -------------------------------------------------------------------------

@@ -41,20 +41,39 @@ async def with_keepalive(events: AsyncIterator, interval: float) -> AsyncIterato
             await iterator.aclose()
 
 
-async def sse_body(events: AsyncIterator[TurnEvent], *, keepalive: float | None = None) -> AsyncIterator[str]:
-    interval = keepalive if keepalive is not None else settings.RUNTIME_SSE_KEEPALIVE_SECONDS
-    yield "retry: 3000\n\n"
+async def sse_numbered(events: AsyncIterator[TurnEvent]) -> AsyncIterator[tuple[str | None, TurnEvent | None]]:
+    """(id, event) pairs for a stream of one answer: opened at once, events numbered 1, 2, …"""
+    yield None, None
     n = 0
-    async for event in with_keepalive(events, interval):
-        if event is None:
+    async for event in events:
+        n += 1
+        yield str(n), event
+
+
+async def sse_body(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,
+                   keepalive: float | None = None) -> AsyncIterator[str]:
+    """The text of an event stream. `pairs` yields (id, event); (None, None) marks the stream as open
+    (the `retry:` line is sent then: a client that has seen the first bytes is subscribed). An id of
+    None or "" is sent without an `id:` line. A keep-alive comment goes out after `keepalive` idle seconds."""
+    interval = keepalive if keepalive is not None else settings.RUNTIME_SSE_KEEPALIVE_SECONDS
+    opened = False
+    async for item in with_keepalive(pairs, interval):
+        if item is None:
             yield SSE_KEEPALIVE
             continue
-        n += 1
-        yield sse_encode(event, event_id=n)
+        event_id, event = item
+        if not opened:
+            opened = True
+            yield "retry: 3000\n\n"
+        if event is None:
+            continue
+        yield sse_encode(event, event_id=event_id or None)
 
 
-def sse_response(events: AsyncIterator[TurnEvent], *, keepalive: float | None = None) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(sse_body(events, keepalive=keepalive), content_type="text/event-stream; charset=utf-8")
+def sse_response(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,
+                 keepalive: float | None = None) -> StreamingHttpResponse:
+    """A `text/event-stream` response over (id, event) pairs (see sse_body), unbuffered by proxies."""
+    response = StreamingHttpResponse(sse_body(pairs, keepalive=keepalive), content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-transform"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

@@ -10,4 +10,5 @@ urlpatterns = [
     path("prompts", apis.PromptListApi.as_view(), name="prompts"),
     path("prompt-versions/<int:version_id>/activate", apis.PromptVersionActivateApi.as_view(), name="prompt-activate"),
     path("prompts/<int:template_id>/rollback", apis.PromptRollbackApi.as_view(), name="prompt-rollback"),
+    path("prompts/<str:name>", apis.PromptDetailApi.as_view(), name="prompt"),
 ]

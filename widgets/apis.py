@@ -9,7 +9,6 @@ from __future__ import annotations
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import renderers, serializers, status
@@ -19,18 +18,18 @@ from mejai.concurrency import db_release
 from mejai.errors import ApiError
 from runtime import background, live
 from runtime import services as runtime_services
-from runtime.apis import (
+from runtime.http import (
     ERROR_SCHEMA,
     EventStreamRenderer,
     JsonErrorsMixin,
     LimitedJSONParser,
     MessageTextField,
     PayloadOutput,
+    json_object,
     outcome_response,
     stream_requested,
 )
-from runtime.events import SSE_KEEPALIVE, sse_encode
-from runtime.sse import with_keepalive
+from runtime.sse import sse_numbered, sse_response
 from widgets import conf, services
 from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit
 from widgets.tokens import TOKEN_EXPIRED_MESSAGE, bearer_token, stream_ticket_issue, stream_ticket_redeem
@@ -92,16 +91,7 @@ class WidgetApiMixin(JsonErrorsMixin):
             response["Access-Control-Max-Age"] = str(CORS_MAX_AGE)
         return response
 
-    @staticmethod
-    def json_object(request) -> dict:
-        length = request.META.get("CONTENT_LENGTH")
-        limit = settings.RUNTIME_MAX_BODY_BYTES
-        if length and str(length).isdigit() and int(length) > limit:
-            # Checked before Django reads the body: past DATA_UPLOAD_MAX_MEMORY_SIZE it would answer HTML.
-            raise ApiError("payload_too_large", f"The request body is limited to {limit:,} bytes.", 413)
-        if not isinstance(request.data, dict):
-            raise ApiError("invalid", "The body must be a JSON object.", 400)
-        return request.data
+    json_object = staticmethod(json_object)
 
 
 class TextField(serializers.CharField):
@@ -244,25 +234,11 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
         # follows it, and the session's other tabs get it through the live stream.
         events = background.turn_answer_follow(turn_id=turn.pk, page=page)
         if stream_requested(request):
-            from runtime.sse import sse_response
-
-            return sse_response(events, keepalive=conf.sse_keepalive_seconds())
+            return sse_response(sse_numbered(events), keepalive=conf.sse_keepalive_seconds())
         return outcome_response(await runtime_services.outcome_gather(events))
 
 
 # --- the session stream ------------------------------------------------------------------------
-
-async def _stream_body(items, *, keepalive: float):
-    async for item in with_keepalive(items, keepalive):
-        if item is None:
-            yield SSE_KEEPALIVE
-            continue
-        event_id, event = item
-        if event is None:  # subscribed: the first bytes tell the client it is live
-            yield "retry: 3000\n\n"
-            continue
-        yield sse_encode(event, event_id=event_id or None)
-
 
 class WidgetStreamTicketInput(serializers.Serializer):
     session_id = serializers.UUIDField(required=False, allow_null=True)
@@ -338,12 +314,7 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
         session, expires_at = await sync_to_async(run_and_release)()
         events = live.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at,
                                             expired_message=TOKEN_EXPIRED_MESSAGE)
-        response = StreamingHttpResponse(
-            _stream_body(events, keepalive=conf.sse_keepalive_seconds()), content_type="text/event-stream; charset=utf-8"
-        )
-        response["Cache-Control"] = "no-cache, no-transform"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        return sse_response(events, keepalive=conf.sse_keepalive_seconds())
 
 
 # --- events ------------------------------------------------------------------------------------

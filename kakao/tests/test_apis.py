@@ -97,10 +97,26 @@ def test_task_list_filter_pagination_and_isolation(client, api_key, other_api_ke
 
 
 def test_sweep_expires_tasks_nobody_picked_up(client, api_key, make_task):
+    from kakao.tasks import callback_tasks_sweep_task
+
     task = make_task("pending", deadline_in=-5)
     client.get("/api/kakao/admin/ai-tasks", **auth(api_key))
+    client.get("/api/kakao/admin/health", **auth(api_key))
+    task.refresh_from_db()
+    assert task.status == "pending"  # reads never write: the sweep is a periodic job
+    assert callback_tasks_sweep_task.apply().result["expired"] == 1
     task.refresh_from_db()
     assert task.status == "expired" and task.error_code == "not_picked_up"
+
+
+def test_periodic_jobs_are_scheduled():
+    from django.conf import settings
+
+    from mejai.celery import app
+
+    app.loader.import_default_modules()
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks and entry["schedule"] > 0
 
 
 def test_retry_only_while_deliverable(client, api_key, other_api_key, make_task, enqueued):
