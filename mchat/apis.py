@@ -16,7 +16,7 @@ from endusers.models import EndUser
 from mchat import selectors, services
 from mchat.models import ChannelMapping, UserMapping
 from mejai.errors import ApiError
-from runtime.apis import ERROR_SCHEMA, JsonErrorsMixin
+from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
 
 BOT_PARAMETER = OpenApiParameter("bot_id", int, description="Only this bot's mappings.")
