@@ -133,16 +133,18 @@ async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -
             outcome = TurnOutcome(answer.turn_id, str(getattr(turn, "session_id", "") or "") or None, None,
                                   failed.data)
         finally:
-            # This context's thread ends with the answer: hand its database connection back to the pool
-            # first (a pooled connection left on an ended thread is never returned, and the pool runs dry).
-            with contextlib.suppress(Exception):
-                await sync_to_async(db_release)()
             answer.emit(None)
             with _answers_lock:
                 if _answers.get(answer.turn_id) is answer:
                     del _answers[answer.turn_id]
             if not answer.future.done():
                 answer.future.set_result(outcome)
+            if _loop_outlives_caller():
+                # The database work ran on this context's own thread, which ends with the answer: hand its
+                # connection back to the pool (a pooled connection left on an ended thread is never returned,
+                # and the pool runs dry). Under a sync caller's thread the caller owns the connection.
+                with contextlib.suppress(Exception):
+                    await sync_to_async(db_release)()
 
 
 def _start(answer: BackgroundAnswer, *, page, sender, fresh_context: bool = False) -> None:
