@@ -22,4 +22,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"
 
 # Web (HTTP + WebSocket + SSE). Workers override the command in docker-compose.yml.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "mejai.asgi:application"]
+# No --proxy-headers: daphne would take the leftmost (client-written) X-Forwarded-For value as the
+# client address. The app resolves it by TRUSTED_PROXIES (mejai/proxy.py).
+# mejai.server is daphne with request bodies bounded at the socket and a masked access log.
+CMD ["python", "-m", "mejai.server", "-b", "0.0.0.0", "-p", "8000", "mejai.asgi:application"]

@@ -35,7 +35,7 @@ run: demo
 		trap 'kill $$MCHAT_PID 2>/dev/null' EXIT INT TERM; \
 		echo "mchat: the Mattermost worker runs alongside (pid $$MCHAT_PID)"; \
 	fi; \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) mejai.asgi:application
+	$(PY) -m mejai.server -b $(HOST) -p $(PORT) mejai.asgi:application
 
 ## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
 test: install chromium

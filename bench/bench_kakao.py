@@ -116,7 +116,7 @@ class Stack:
             "CACHE_PREFIX": "bench-kakao", "CHANNEL_PREFIX": "bench-kakao", "DJANGO_SETTINGS_MODULE": "mejai.settings",
             "SECRET_KEY": "bench-kakao-secret-key-" + uuid.uuid4().hex, "DEBUG": "0", "LOG_LEVEL": "WARNING",
             "ALLOWED_HOSTS": "127.0.0.1,localhost", "OPENAI_BASE_URL": self.llm.base_url, "OPENAI_API_KEY": "bench",
-            "LLM_MAX_RETRIES": "0", "KAKAO_TEST_LOOPBACK_CALLBACKS": "1", "KAKAO_GENERATION_THREADS": "12",
+            "LLM_MAX_RETRIES": "0", "KAKAO_TEST_LOOPBACK_CALLBACKS": "1",
             "MEJAI_VAR_DIR": "/tmp/mejai-bench-kakao-var", "DB_CONN_MAX_AGE": "60",
         }
         redis_flush()

@@ -464,10 +464,10 @@ What limits these figures:
   At 10 concurrent streams the two cores are shared with PostgreSQL, Redis, the fake model and the
   load generator, so queueing for a core shows up in the tail.
 * **Open streams** cost an asyncio task and a local queue — all streams of the process share one
-  channel-layer subscription (`widgets.services.SessionHub`) — plus the per-request thread Django's
+  channel-layer subscription (`runtime.live.SessionHub`) — plus the per-request thread Django's
   ASGI handler keeps for the life of every response (one thread per open stream; its stack is
   mostly untouched virtual memory, and it is most of the memory per stream). A stream gives its
-  database connection back as soon as it is subscribed (`widgets.services.db_release`), so open
+  database connection back as soon as it is subscribed (`mejai.concurrency.db_release`), so open
   streams never hold the connection pool. The ceiling is the process's open-file limit and memory,
   not the database.
 * `init` does one widget lookup, the visitor's identity (find or create), the session (resume or

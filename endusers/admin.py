@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.template.response import TemplateResponse
 
 from endusers import services
 from endusers.models import (
@@ -18,9 +19,10 @@ from endusers.models import (
 )
 from endusers.privacy import mask_identity, mask_text
 from mejai.errors import ApiError
+from runtime.admin_scoping import OrganizationScopedAdmin, OrganizationScopedTabularInline
 
 
-class IdentityInline(admin.TabularInline):
+class IdentityInline(OrganizationScopedTabularInline):
     model = Identity
     fields = ["kind", "value", "verified", "created_at", "last_seen_at"]
     readonly_fields = fields
@@ -31,7 +33,7 @@ class IdentityInline(admin.TabularInline):
         return False  # identities come from channels (normalized); merges move them
 
 
-class MemoryInline(admin.TabularInline):
+class MemoryInline(OrganizationScopedTabularInline):
     model = Memory
     fk_name = "end_user"
     fields = ["id", "text", "kind", "source", "created_at"]
@@ -43,7 +45,7 @@ class MemoryInline(admin.TabularInline):
         return super().get_queryset(request).filter(superseded_by__isnull=True, deleted_at__isnull=True)
 
 
-class EndUserSessionInline(admin.TabularInline):
+class EndUserSessionInline(OrganizationScopedTabularInline):
     model = EndUserSession
     fields = ["session", "channel", "message_count", "first_seen_at", "last_seen_at"]
     readonly_fields = fields
@@ -53,7 +55,7 @@ class EndUserSessionInline(admin.TabularInline):
 
 
 @admin.register(EndUser)
-class EndUserAdmin(admin.ModelAdmin):
+class EndUserAdmin(OrganizationScopedAdmin):
     list_display = ["id", "name_label", "identities_masked", "organization", "sessions_count", "last_seen_at",
                     "merged_into", "erased_at"]
     list_filter = ["organization", ("merged_into", admin.EmptyFieldListFilter), ("erased_at", admin.EmptyFieldListFilter)]
@@ -61,7 +63,7 @@ class EndUserAdmin(admin.ModelAdmin):
     readonly_fields = ["organization", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
     fields = ["organization", "display_name", "profile", "merged_into", "merged_at", "erased_at", "created_at", "last_seen_at"]
     inlines = [IdentityInline, EndUserSessionInline, MemoryInline]
-    actions = ["merge_into_oldest", "erase"]
+    actions = ["merge_selected", "erase"]
     list_select_related = ["organization"]
 
     def get_queryset(self, request):
@@ -82,20 +84,39 @@ class EndUserAdmin(admin.ModelAdmin):
     def sessions_count(self, obj):
         return obj._sessions
 
-    @admin.action(description="Merge selected end users into the oldest one")
-    def merge_into_oldest(self, request, queryset):
+    @admin.action(description="선택한 사용자 합치기 (확인 후) · Merge selected end users (after a confirmation)")
+    def merge_selected(self, request, queryset):
+        """Shows the plan (direction, trust, identities moving or detached, risks); merges on confirmation.
+
+        The kept end user is the oldest verified one (a verified person is never merged into an
+        unverified end user), or the oldest when none is verified.
+        """
         users = list(queryset.order_by("created_at", "pk"))
         if len(users) < 2:
             self.message_user(request, "Select at least two end users to merge.", messages.WARNING)
-            return
-        target = users[0]
-        for source in users[1:]:
+            return None
+        target = next((u for u in users if services.end_user_trust(u) == services.TRUST_VERIFIED), users[0])
+        sources = [u for u in users if u.pk != target.pk]
+        if request.POST.get("post") == "yes":
+            for source in sources:
+                try:
+                    services.end_user_merge(source=source, target=target, actor=f"admin:{request.user.get_username()}")
+                except ApiError as exc:
+                    self.message_user(request, f"#{source.pk}: {exc.message}", messages.ERROR)
+                    continue
+                self.message_user(request, f"#{source.pk} merged into #{target.pk}.", messages.SUCCESS)
+            return None
+        plans, refusals = [], []
+        for source in sources:
             try:
-                services.end_user_merge(source=source, target=target, actor=f"admin:{request.user.get_username()}")
+                plans.append(services.merge_plan(source=source, target=target).as_dict())
             except ApiError as exc:
-                self.message_user(request, f"#{source.pk}: {exc.message}", messages.ERROR)
-                continue
-            self.message_user(request, f"#{source.pk} merged into #{target.pk}.", messages.SUCCESS)
+                refusals.append(f"#{source.pk}: {exc.message}")
+        return TemplateResponse(request, "admin/endusers/enduser/merge_confirmation.html", {
+            **self.admin_site.each_context(request), "title": "합치기 확인 · Confirm the merge", "target": target,
+            "target_trust": services.end_user_trust(target), "plans": plans, "refusals": refusals,
+            "queryset": users, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "opts": self.model._meta,
+        })
 
     @admin.action(description="Erase personal data of selected end users")
     def erase(self, request, queryset):
@@ -105,7 +126,7 @@ class EndUserAdmin(admin.ModelAdmin):
 
 
 @admin.register(Identity)
-class IdentityAdmin(admin.ModelAdmin):
+class IdentityAdmin(OrganizationScopedAdmin):
     list_display = ["kind", "value_masked", "verified", "end_user", "organization", "last_seen_at"]
     list_filter = ["kind", "verified", "organization"]
     search_fields = ["value"]
@@ -117,7 +138,7 @@ class IdentityAdmin(admin.ModelAdmin):
         return mask_identity(kind=obj.kind, value=obj.value)
 
 
-class MemoryEventInline(admin.TabularInline):
+class MemoryEventInline(OrganizationScopedTabularInline):
     model = MemoryEvent
     fields = ["created_at", "action", "old_text", "new_text", "actor", "turn"]
     readonly_fields = fields
@@ -127,7 +148,7 @@ class MemoryEventInline(admin.TabularInline):
 
 
 @admin.register(Memory)
-class MemoryAdmin(admin.ModelAdmin):
+class MemoryAdmin(OrganizationScopedAdmin):
     list_display = ["id", "text_masked", "kind", "source", "end_user", "created_at", "is_active"]
     list_filter = ["kind", "source", ("deleted_at", admin.EmptyFieldListFilter), "organization"]
     search_fields = ["text"]
@@ -135,6 +156,11 @@ class MemoryAdmin(admin.ModelAdmin):
                        "updated_at"]
     inlines = [MemoryEventInline]
     list_select_related = ["end_user"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:  # a new memory: pick its organization and (optionally) its end user
+            return [f for f in self.readonly_fields if f not in ("organization", "end_user")]
+        return self.readonly_fields
 
     @admin.display(description="text")
     def text_masked(self, obj):
@@ -146,7 +172,7 @@ class MemoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndUserSession)
-class EndUserSessionAdmin(admin.ModelAdmin):
+class EndUserSessionAdmin(OrganizationScopedAdmin):
     list_display = ["session", "end_user", "channel", "message_count", "first_seen_at", "last_seen_at"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "channel", "message_count", "first_seen_at", "last_seen_at"]
@@ -154,7 +180,7 @@ class EndUserSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndUserMessage)
-class EndUserMessageAdmin(admin.ModelAdmin):
+class EndUserMessageAdmin(OrganizationScopedAdmin):
     list_display = ["turn", "end_user", "channel", "created_at"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
@@ -162,7 +188,7 @@ class EndUserMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MergeRecord)
-class MergeRecordAdmin(admin.ModelAdmin):
+class MergeRecordAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "source", "target", "actor", "counts"]
     readonly_fields = ["organization", "source", "target", "actor", "counts", "created_at"]
 
@@ -171,7 +197,7 @@ class MergeRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(ErasureRecord)
-class ErasureRecordAdmin(admin.ModelAdmin):
+class ErasureRecordAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "end_user_id_erased", "actor", "counts", "organization"]
     readonly_fields = ["organization", "end_user_id_erased", "actor", "counts", "created_at"]
 

@@ -210,20 +210,35 @@ class ContactMergeApi(OperatorApi):
     class MergeInput(serializers.Serializer):
         into = serializers.IntegerField(min_value=1, max_value=selectors.MAX_ID,
                                         help_text="id of the contact that keeps everything")
+        dry_run = serializers.BooleanField(
+            default=False, help_text="true: only return the plan (direction, identities moving and detached, "
+                                     "warnings) without merging")
 
     InputSerializer = MergeInput
 
-    @extend_schema(request=MergeInput, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
+    @extend_schema(request=MergeInput, responses={200: ContactOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA,
+                                                  409: ERROR_SCHEMA})
     def post(self, request, contact_id):
-        """Merge this contact into another one: identities, sessions, timeline and memories move."""
+        """Merge this contact into another one: identities, sessions, timeline and memories move.
+
+        Trust rule: into a verified contact, this contact's visitor keys and unverified identities
+        do not follow (they stay with a new anonymous contact); a verified contact cannot be merged
+        into an unverified one (409 `merge_into_unverified`). The answer carries `merge`: the plan
+        that was carried out (with `dry_run`, only the plan).
+        """
         source = self.contact(contact_id)
         data = self.InputSerializer(data=request.data if isinstance(request.data, dict) else {})
         data.is_valid(raise_exception=True)
-        target = EndUser.objects.filter(pk=data.validated_data["into"]).first()
+        # Another organization's contact is "not found", like any id that is not yours.
+        target = EndUser.objects.filter(pk=data.validated_data["into"], organization=source.organization_id).first()
         if target is None:
             raise ApiError("contact_not_found", "Contact not found.", 404, field="into")
+        plan = services.merge_plan(source=source, target=target).as_dict()
+        if data.validated_data["dry_run"]:
+            return Response({"merge": plan})
         target = services.end_user_merge(source=source, target=target, actor=request.user.label)
-        return Response(ContactOutput(EndUser.objects.prefetch_related("identities").get(pk=target.pk)).data)
+        contact = ContactOutput(EndUser.objects.prefetch_related("identities").get(pk=target.pk)).data
+        return Response({**contact, "merge": plan})
 
 
 class ContactEraseApi(OperatorApi):

@@ -32,7 +32,8 @@ class BackfillStats:
 
 
 def _end_user_for(session):
-    from endusers.services import end_user_canonical, identity_resolve
+    from endusers.selectors import end_user_canonical
+    from endusers.services import identity_resolve
 
     if session.end_user_id:
         return end_user_canonical(session.end_user)

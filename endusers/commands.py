@@ -19,10 +19,10 @@ def _end_user(ctx: CommandContext, *, create: bool) -> EndUser | None:
     from runtime.models import Session
 
     if ctx.end_user is not None:
-        return services.end_user_canonical(ctx.end_user)
+        return selectors.end_user_canonical(ctx.end_user)
     session = Session.objects.filter(pk=ctx.session.pk).select_related("end_user").first()
     if session.end_user is not None:
-        return services.end_user_canonical(session.end_user)
+        return selectors.end_user_canonical(session.end_user)
     if not create:
         return None
     end_user = EndUser.objects.create(organization=ctx.organization)

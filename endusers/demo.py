@@ -22,7 +22,8 @@ def demo_setup(*, organization, agent) -> list[str]:
         if text not in active:
             memory_add(end_user=person, text=text, kind=kind, source=Memory.Source.ADMIN, actor="demo_setup")
     if not Memory.objects.filter(organization=organization, end_user__isnull=True, text=ORG_MEMORY).exists():
-        memory_add(organization=organization, text=ORG_MEMORY, source=Memory.Source.ADMIN, actor="demo_setup")
+        memory_add(organization=organization, text=ORG_MEMORY, source=Memory.Source.ADMIN, actor="demo_setup",
+                   is_public=True)
     return [
         f"End user 민수 (#{person.pk}, external_id demo-customer-1) with {len(DEMO_MEMORIES)} memories: "
         "try POST /api/runtime/chat {\"message\": \"환불 규정 알려줘\", \"external_id\": \"demo-customer-1\"}",

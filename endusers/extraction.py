@@ -149,7 +149,7 @@ def llm_extract(*, end_user, turn) -> list[str]:
 
 def memory_extract(*, turn_id) -> list[str]:
     """Extract memories from one answered turn; safe to run twice (rules are idempotent, facts deduplicated)."""
-    from endusers.services import end_user_canonical
+    from endusers.selectors import end_user_canonical
     from runtime.models import Turn
 
     turn = Turn.objects.select_related("session", "session__end_user").filter(pk=turn_id).first()

@@ -121,6 +121,11 @@ class Memory(models.Model):
         help_text="Empty: an organization-wide memory.",
     )
     text = models.TextField()
+    is_public = models.BooleanField(
+        default=False,
+        help_text="Organization-wide memories only: may the bot tell it to customers (shipping policy, opening "
+        "hours)? Internal ones (discount codes, notes for staff) never reach a customer's conversation.",
+    )
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.FACT)
     key = models.CharField(max_length=32, blank=True, help_text="Profile attribute this memory holds (name, email, phone).")
     source = models.CharField(max_length=12, choices=Source.choices, default=Source.COMMAND)

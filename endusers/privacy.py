@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import re
 
-EMAIL_RE = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)")
+# Hyphen-like separators people paste: ASCII, U+2010–U+2015 (hyphen, non-breaking hyphen, figure
+# dash, en/em dash, bar), U+2212 minus and the fullwidth hyphen.
+_DASHES = "\\-\u2010-\u2015\u2212\uFF0D"
+_SEP = rf"[ .{_DASHES}]"
+# Every pattern is linear in the input: a match may only start where the previous character
+# cannot continue it (look-behind), and every run is bounded (a local part is at most 64
+# characters, a domain label 63), so a long run without '@' is scanned once, not once per
+# position. \w makes non-ASCII addresses (müller@exämple.de, 민수@예시.한국) masked too.
+EMAIL_RE = re.compile(r"(?<![\w.%+\-])([\w%+\-])[\w.%+\-]{0,63}@((?:[\w\-]{1,63}\.){1,8}[\w\-]{1,63})")
 # 13–19 digits in groups (cards) before phones, so a card is not half-masked as a phone.
 # ASCII boundaries: Korean particles may follow a number ("010-1234-5678로"), UUID segments may not match.
-CARD_RE = re.compile(r"(?<![A-Za-z0-9\-])(?:\d[ \-]?){12,18}\d(?![A-Za-z0-9\-])")
+CARD_RE = re.compile(rf"(?<![A-Za-z0-9{_DASHES}])(?:\d{_SEP}?){{12,18}}\d(?![A-Za-z0-9{_DASHES}])")
 PHONE_RE = re.compile(
-    r"(?<![A-Za-z0-9\-+])(\+?\d{1,3}[ \-.]?)?(\(?\d{2,4}\)?[ \-.]?)\d{3,4}[ \-.]?(\d{4})(?![A-Za-z0-9\-])"
+    rf"(?<![A-Za-z0-9+{_DASHES}])(\+?\d{{1,3}}{_SEP}?)?(\(?\d{{2,4}}\)?{_SEP}?)\d{{3,4}}{_SEP}?(\d{{4}})"
+    rf"(?![A-Za-z0-9{_DASHES}])"
 )
+# Log lines are cut to this many characters before masking (a 404 logs the whole path).
+LOG_MAX_CHARS = 4000
 
 
 def _card(match: re.Match) -> str:
@@ -23,7 +34,7 @@ def _phone(match: re.Match) -> str:
 
 
 def mask_text(text: str) -> str:
-    """'min@example.com 010-1234-5678' -> 'm***@example.com [phone ***78]'."""
+    """'min@example.com 010-1234-5678' -> 'm***@example.com [phone ***78]'. Linear in len(text)."""
     if not text:
         return text
     text = EMAIL_RE.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)

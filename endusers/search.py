@@ -77,20 +77,21 @@ _PG_ORG_SQL = """
     SELECT m.id, ts_rank(m.search_vector, q.tsq, 1) + word_similarity(%(raw)s, m.text) AS score
     FROM "A_end_user_memories" m, (SELECT to_tsquery('simple'::regconfig, %(tsq)s) AS tsq) q
     WHERE m.organization_id = %(scope)s AND m.end_user_id IS NULL
-      AND m.superseded_by_id IS NULL AND m.deleted_at IS NULL
+      AND m.superseded_by_id IS NULL AND m.deleted_at IS NULL AND (m.is_public OR NOT %(public_only)s)
       AND (m.search_vector @@ q.tsq OR %(raw)s <%% m.text)
     ORDER BY score DESC, m.created_at DESC
     LIMIT %(limit)s
 """
 
 
-def _pg_search(*, end_user_id: int | None, organization_id: int, terms: list[str], limit: int) -> list[Hit]:
+def _pg_search(*, end_user_id: int | None, organization_id: int, terms: list[str], limit: int,
+               public_only: bool = False) -> list[Hit]:
     """One end user: read their active memories' search vectors once (an index-only scan of
     memory_user_search_idx, ~1k entries at most), keep the full-text hits ranked by ts_rank + word
     similarity (only hits' texts are read from the table), and fill up with trigram-similar ones
     (typos) when there are fewer hits than asked. A global GIN index would read every person's
     posting list for a common word. Org-wide memories use partial GIN indexes."""
-    params = {"raw": " ".join(terms), "tsq": tsquery_text(terms), "limit": limit,
+    params = {"raw": " ".join(terms), "tsq": tsquery_text(terms), "limit": limit, "public_only": public_only,
               "threshold": MEMORY_SIMILARITY_THRESHOLD, "scope": end_user_id if end_user_id else organization_id}
     with connection.cursor() as cursor:
         if end_user_id is None:
@@ -121,18 +122,25 @@ def fallback_score(*, terms: list[str], text: str) -> tuple[bool, float]:
     return matched > 0, round((matched / len(terms)) * 0.1 * bool(terms) + similarity, 4)
 
 
-def memory_hits(*, organization_id: int, end_user_id: int | None, query: str, limit: int) -> list[Hit]:
-    """Ranked active memories of one end user (or the organization's org-wide ones) for a query."""
+def memory_hits(*, organization_id: int, end_user_id: int | None, query: str, limit: int,
+                public_only: bool = False) -> list[Hit]:
+    """Ranked active memories of one end user (or the organization's org-wide ones) for a query.
+
+    public_only: of the org-wide ones, only those marked public (what a customer may be told).
+    """
     terms = query_terms(query)
     if not terms:
         return []
     if connection.vendor == "postgresql":
-        return _pg_search(end_user_id=end_user_id, organization_id=organization_id, terms=terms, limit=limit)
+        return _pg_search(end_user_id=end_user_id, organization_id=organization_id, terms=terms, limit=limit,
+                          public_only=public_only)
 
     from endusers.models import Memory
 
     rows = Memory.objects.filter(organization_id=organization_id, end_user_id=end_user_id,
                                  superseded_by__isnull=True, deleted_at__isnull=True)
+    if public_only:
+        rows = rows.filter(is_public=True)
     hits, similar = [], []
     for pk, text in rows.order_by("-created_at").values_list("pk", "text")[:MEMORY_SEARCH_SCAN_LIMIT]:
         matched, score = fallback_score(terms=terms, text=text)

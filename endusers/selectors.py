@@ -20,6 +20,15 @@ MAX_QUERY_CHARS = 200
 MAX_ID = 2**63 - 1
 
 
+def end_user_canonical(end_user: EndUser) -> EndUser:
+    """Follow merges to the end user that holds the data now."""
+    seen = set()
+    while end_user.merged_into_id and end_user.pk not in seen:
+        seen.add(end_user.pk)
+        end_user = EndUser.objects.get(pk=end_user.merged_into_id)
+    return end_user
+
+
 def id_parse(value) -> int | None:
     """A positive database id from user input ('12', '#12'), or None."""
     try:
@@ -203,7 +212,6 @@ def memory_search_org(*, organization, query: str, limit: int = 10) -> list[Memo
 
 def grounding_for(*, end_user: EndUser, organization, query: str):
     """Profile (name, preferences) and the top memories for this message — the context builder's input."""
-    from endusers.services import end_user_canonical
     from runtime.context import Grounding
 
     end_user = end_user_canonical(end_user)
@@ -222,8 +230,11 @@ def grounding_for(*, end_user: EndUser, organization, query: str):
     if query:
         hits = memory_hits(organization_id=end_user.organization_id, end_user_id=end_user.pk, query=query,
                            limit=GROUNDING_MEMORIES)
+        # Internal org-wide knowledge (discount codes, staff notes) reaches only the organization's own
+        # staff (an `account` identity, the assistant channel); customers get the public memories.
+        staff = Identity.objects.filter(end_user=end_user, kind="account", verified=True).exists()
         hits += memory_hits(organization_id=end_user.organization_id, end_user_id=None, query=query,
-                            limit=GROUNDING_MEMORIES)
+                            limit=GROUNDING_MEMORIES, public_only=not staff)
         hits.sort(key=lambda h: -h.score)
         memories = [{"id": m.pk, "text": m.text, "score": m.score} for m in _with_scores(hits[:GROUNDING_MEMORIES])]
     return Grounding(profile=profile, memories=memories)
@@ -232,13 +243,16 @@ def grounding_for(*, end_user: EndUser, organization, query: str):
 @dataclass
 class DuplicateCandidate:
     source: EndUser  # holds the value only as an unverified claim
-    target: EndUser  # holds the identity
+    target: EndUser  # holds the identity, verified
     kind: str
     value: str
+    # A typed value proves nothing: such a match is never a merge proposal until the operator has
+    # proof of ownership (e.g. the person signs in, or answers a code sent to that address).
+    proven: bool = False
 
 
 def duplicate_candidates(*, organization=None) -> list[DuplicateCandidate]:
-    """End users who claimed an email or phone that another end user holds verified."""
+    """End users who claimed an email or phone that another end user holds verified (all unproven claims)."""
     users = EndUser.objects.filter(merged_into__isnull=True, erased_at__isnull=True, profile__has_key="claims")
     if organization is not None:
         users = users.filter(organization=organization)
@@ -254,5 +268,5 @@ def duplicate_candidates(*, organization=None) -> list[DuplicateCandidate]:
                 .first()
             )
             if identity is not None and identity.end_user.merged_into_id is None:
-                found.append(DuplicateCandidate(user, identity.end_user, kind, value))
+                found.append(DuplicateCandidate(user, identity.end_user, kind, value, proven=False))
     return found

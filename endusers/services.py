@@ -8,12 +8,14 @@ another person's end user, sessions or memories.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from endusers import selectors
 from endusers.conf import MEMORY_MAX_CHARS
 from endusers.models import (
     EndUser,
@@ -38,15 +40,6 @@ PROFILE_KEYS = {"name": "이름", "email": "이메일", "phone": "전화번호"}
 
 # --- end users and identities --------------------------------------------------------------
 
-def end_user_canonical(end_user: EndUser) -> EndUser:
-    """Follow merges to the end user that holds the data now."""
-    seen = set()
-    while end_user.merged_into_id and end_user.pk not in seen:
-        seen.add(end_user.pk)
-        end_user = EndUser.objects.get(pk=end_user.merged_into_id)
-    return end_user
-
-
 def _touch(end_user: EndUser) -> None:
     EndUser.objects.filter(pk=end_user.pk).update(last_seen_at=timezone.now())
 
@@ -66,7 +59,7 @@ def identity_resolve(*, organization, kind: str, value: str, verified: bool, dis
     display_name = (display_name or "").strip()[:100]
     identity = Identity.objects.select_related("end_user").filter(organization=organization, kind=kind, value=value).first()
     if identity is not None and (identity.verified or not verified or kind in BEARER_KINDS):
-        end_user = end_user_canonical(identity.end_user)
+        end_user = selectors.end_user_canonical(identity.end_user)
         if verified and not identity.verified:
             Identity.objects.filter(pk=identity.pk).update(verified=True)
         if display_name and not end_user.display_name:
@@ -91,7 +84,7 @@ def identity_resolve(*, organization, kind: str, value: str, verified: bool, dis
     except IntegrityError:
         # Another request created or verified it first.
         identity = Identity.objects.select_related("end_user").get(organization=organization, kind=kind, value=value)
-        return end_user_canonical(identity.end_user)
+        return selectors.end_user_canonical(identity.end_user)
 
 
 def identity_claim(*, end_user: EndUser, kind: str, value: str) -> Identity | None:
@@ -110,7 +103,7 @@ def identity_claim(*, end_user: EndUser, kind: str, value: str) -> Identity | No
     if not (value or "").strip():
         return None
     value = identity_value_normalize(kind=kind, value=value)
-    end_user = end_user_canonical(end_user)
+    end_user = selectors.end_user_canonical(end_user)
     organization_id = end_user.organization_id
     held = Identity.objects.filter(organization_id=organization_id, kind=kind, value=value).first()
     if held is not None and held.end_user_id != end_user.pk:
@@ -139,7 +132,7 @@ def profile_name_set(*, end_user: EndUser, name: str, turn=None) -> EndUser:
     name = name_normalize(name)
     if not name_valid(name):
         raise ApiError("invalid_name", "이름은 한글·영문·숫자 1–20자로 알려 주세요. (Names are 1–20 letters or digits.)", 400, field="name")
-    end_user = end_user_canonical(end_user)
+    end_user = selectors.end_user_canonical(end_user)
     with transaction.atomic():
         locked = EndUser.objects.select_for_update().get(pk=end_user.pk)
         locked.display_name = name
@@ -186,7 +179,7 @@ def contact_upsert(
                 organization=organization, kind__in=[k for k, _ in wanted], value__in=[v for _, v in wanted])
             if (i.kind, i.value) in wanted
         }
-        owners = {end_user_canonical(i.end_user).pk: end_user_canonical(i.end_user) for i in held.values() if i.verified}
+        owners = {selectors.end_user_canonical(i.end_user).pk: selectors.end_user_canonical(i.end_user) for i in held.values() if i.verified}
         if len(owners) > 1:
             raise ApiError("identities_conflict", "These identities belong to different contacts; merge them first.",
                            409, extra={"contacts": sorted(owners)})
@@ -257,14 +250,17 @@ def memory_text_validate(text) -> str:
 
 def memory_add(
     *, text: str, end_user: EndUser | None = None, organization=None, kind: str = Memory.Kind.FACT,
-    source: str = Memory.Source.COMMAND, turn=None, key: str = "", actor: str = "",
+    source: str = Memory.Source.COMMAND, turn=None, key: str = "", actor: str = "", is_public: bool = False,
 ) -> Memory:
-    """Remember a fact about an end user, or an org-wide one (end_user=None, organization given)."""
+    """Remember a fact about an end user, or an org-wide one (end_user=None, organization given).
+
+    is_public (org-wide only): customers may be told it; otherwise it stays internal (staff only).
+    """
     text = memory_text_validate(text)
     if kind not in Memory.Kind.values:
         raise ApiError("invalid", f"kind must be one of {', '.join(Memory.Kind.values)}.", 400, field="kind")
     if end_user is not None:
-        end_user = end_user_canonical(end_user)
+        end_user = selectors.end_user_canonical(end_user)
         organization_id = end_user.organization_id
     elif organization is not None:
         organization_id = organization.pk
@@ -272,7 +268,8 @@ def memory_add(
         raise ValueError("memory_add needs an end user or an organization")
     with transaction.atomic():
         memory = Memory.objects.create(organization_id=organization_id, end_user=end_user, text=text, kind=kind,
-                                       key=key, source=source, source_turn=turn)
+                                       key=key, source=source, source_turn=turn,
+                                       is_public=bool(is_public) and end_user is None)
         MemoryEvent.objects.create(memory=memory, action=MemoryEvent.Action.ADD, new_text=text, actor=actor or source,
                                    turn=turn)
     return memory
@@ -286,7 +283,8 @@ def memory_update(*, memory: Memory, text: str, actor: str = "", turn=None, kind
         if not old.is_active:
             raise ApiError("memory_not_found", "그 기억을 찾을 수 없어요. (Memory not found.)", 404)
         new = Memory.objects.create(organization_id=old.organization_id, end_user_id=old.end_user_id, text=text,
-                                    kind=kind or old.kind, key=old.key, source=old.source, source_turn=turn or old.source_turn)
+                                    kind=kind or old.kind, key=old.key, source=old.source, source_turn=turn or old.source_turn,
+                                    is_public=old.is_public)
         Memory.objects.filter(pk=old.pk).update(superseded_by=new, updated_at=timezone.now())
         MemoryEvent.objects.create(memory=old, action=MemoryEvent.Action.UPDATE, old_text=old.text, new_text=text,
                                    actor=actor, turn=turn)
@@ -309,24 +307,130 @@ def memory_delete(*, memory: Memory, actor: str = "", turn=None) -> Memory:
 
 def memory_forget(*, end_user: EndUser, memory_id, actor: str = "", turn=None) -> Memory:
     """Delete one of *this* end user's memories; another person's id is simply not found."""
-    from endusers.selectors import memory_get_for_end_user
 
-    memory = memory_get_for_end_user(end_user=end_user, memory_id=memory_id)
+    memory = selectors.memory_get_for_end_user(end_user=end_user, memory_id=memory_id)
     return memory_delete(memory=memory, actor=actor, turn=turn)
 
 
 # --- merge -------------------------------------------------------------------------------
+#
+# Trust rule for merges (docs/security.md): a merge never hands a verified person's data to
+# whoever holds a bearer key (a widget visitor id) or typed a claim. An end user is *verified* when
+# it holds a verified identity that is not a bearer key. Merging into a verified person detaches
+# the source's bearer and unverified identities to a new anonymous end user, so the visitor who
+# typed the claim keeps nothing that reaches the merged record; a verified person is never merged
+# into an unverified end user (its holder would get everything).
+
+TRUST_VERIFIED = "verified"
+TRUST_UNVERIFIED = "unverified"
+
+
+def end_user_trust(end_user: EndUser) -> str:
+    """`verified` when the end user holds a verified non-bearer identity, else `unverified`."""
+    proven = Identity.objects.filter(end_user=end_user, verified=True).exclude(kind__in=BEARER_KINDS).exists()
+    return TRUST_VERIFIED if proven else TRUST_UNVERIFIED
+
+
+@dataclass
+class MergePlan:
+    """What a merge of `source` into `target` does, shown to the operator before they confirm."""
+
+    source: EndUser
+    target: EndUser
+    source_trust: str
+    target_trust: str
+    moving: list[Identity]
+    detached: list[Identity]  # bearer keys and unverified claims that do not follow into a verified person
+    warnings: list[str]
+
+    def as_dict(self) -> dict:
+        from endusers.privacy import mask_identity
+
+        def shown(identities):
+            return [{"kind": i.kind, "value": mask_identity(kind=i.kind, value=i.value), "verified": i.verified}
+                    for i in identities]
+
+        return {
+            "source": {"id": self.source.pk, "trust": self.source_trust},
+            "target": {"id": self.target.pk, "trust": self.target_trust},
+            "identities_moving": shown(self.moving),
+            "identities_detached": shown(self.detached),
+            "warnings": list(self.warnings),
+        }
+
+
+def _merge_refusal(source: EndUser, target: EndUser) -> ApiError | None:
+    if source.pk == target.pk:
+        return ApiError("merge_same", "An end user cannot be merged into itself.", 400, field="target")
+    if source.organization_id != target.organization_id:
+        return ApiError("merge_cross_organization", "End users of different organizations cannot be merged.", 400,
+                        field="target")
+    if target.merged_into_id:
+        return ApiError("merge_into_merged", "The target was itself merged into another end user.", 400, field="target")
+    if source.merged_into_id:
+        return ApiError("merge_source_merged", "This end user was already merged into another one.", 400, field="source")
+    if target.erased_at or source.erased_at:
+        return ApiError("merge_erased", "An erased end user cannot be merged.", 400, field="target")
+    return None
+
+
+def merge_plan(*, source: EndUser, target: EndUser) -> MergePlan:
+    """The plan of `end_user_merge(source, target)`; raises the ApiError the merge would raise.
+
+    409 `merge_into_unverified`: a verified person cannot be merged into an unverified end user
+    (whoever holds the latter's visitor key would get everything) — merge the other way.
+    """
+    if source.merged_into_id != target.pk or source.pk == target.pk:
+        refusal = _merge_refusal(source, target)
+        if refusal is not None:
+            raise refusal
+    source_trust, target_trust = end_user_trust(source), end_user_trust(target)
+    if source_trust == TRUST_VERIFIED and target_trust != TRUST_VERIFIED:
+        raise ApiError(
+            "merge_into_unverified",
+            f"확인된 사용자 #{source.pk}를 확인되지 않은 사용자 #{target.pk}에 합칠 수 없습니다. 반대로 합치세요. "
+            f"(A verified end user cannot be merged into an unverified one: merge #{target.pk} into #{source.pk}.)",
+            409, field="target",
+        )
+    identities = list(Identity.objects.filter(end_user=source).order_by("kind", "pk"))
+    warnings: list[str] = []
+    if target_trust == TRUST_VERIFIED:
+        detached = [i for i in identities if i.kind in BEARER_KINDS or not i.verified]
+        if source_trust != TRUST_VERIFIED:
+            warnings.append(
+                f"#{source.pk}는 확인되지 않은 사용자입니다(방문자 키·입력한 연락처뿐). 그 대화와 기억이 확인된 사용자 "
+                f"#{target.pk}에게 옮겨집니다. 같은 사람이라는 증거가 있을 때만 합치세요. "
+                f"(#{source.pk} is unverified — only a visitor key or typed contact details. Its conversations and "
+                f"memories move to the verified #{target.pk}: merge only with proof they are the same person.)"
+            )
+    else:
+        detached = []
+        warnings.append(
+            "두 사용자 모두 확인되지 않았습니다. 두 방문자 키가 모두 합쳐진 기록을 보게 됩니다. "
+            "(Neither end user is verified: every visitor key of both will see the merged record.)"
+        )
+    if detached:
+        warnings.append(
+            f"방문자 키와 확인되지 않은 신원 {len(detached)}개는 옮기지 않고 새 익명 사용자에게 남깁니다. "
+            f"({len(detached)} visitor key(s) and unverified identities stay with a new anonymous end user, "
+            "so their holder reaches nothing of the merged record.)"
+        )
+    moving = [i for i in identities if i not in detached]
+    return MergePlan(source, target, source_trust, target_trust, moving, detached, warnings)
+
 
 def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndUser:
-    """Move everything of `source` (identities, sessions, timeline, memories) to `target`.
+    """Move everything of `source` (identities, sessions, timeline, memories) to `target`, by the trust rule.
 
+    Into a verified target, the source's bearer keys and unverified identities go to a new
+    anonymous end user instead, and an unverified source's name and profile facts stay claims.
     Idempotent: merging a source already merged into this target returns the target.
+    Errors: ApiError 400 (merge_same, merge_cross_organization, merge_into_merged,
+    merge_source_merged, merge_erased), 409 merge_into_unverified.
     """
-    if source.pk == target.pk:
-        raise ApiError("merge_same", "An end user cannot be merged into itself.", 400, field="target")
-    if source.organization_id != target.organization_id:
-        raise ApiError("merge_cross_organization", "End users of different organizations cannot be merged.", 400,
-                       field="target")
+    refusal = _merge_refusal(source, target) if source.merged_into_id != target.pk else None
+    if refusal is not None:
+        raise refusal
     from runtime.models import Session, Turn
 
     with transaction.atomic():
@@ -334,18 +438,20 @@ def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndU
         source, target = locked[source.pk], locked[target.pk]
         if source.merged_into_id == target.pk:
             return target
-        if target.merged_into_id:
-            raise ApiError("merge_into_merged", "The target was itself merged into another end user.", 400, field="target")
-        if source.merged_into_id:
-            raise ApiError("merge_source_merged", "This end user was already merged into another one.", 400, field="source")
-        if target.erased_at or source.erased_at:
-            raise ApiError("merge_erased", "An erased end user cannot be merged.", 400, field="target")
-        counts = {
-            "identities": Identity.objects.filter(end_user=source).update(end_user=target),
+        plan = merge_plan(source=source, target=target)
+        claimant = plan.source_trust != TRUST_VERIFIED and plan.target_trust == TRUST_VERIFIED
+        counts = {"identities": len(plan.moving), "identities_detached": len(plan.detached)}
+        if plan.detached:
+            holder = EndUser.objects.create(organization_id=source.organization_id,
+                                            profile={"detached_by_merge": {"from": source.pk, "into": target.pk}})
+            Identity.objects.filter(pk__in=[i.pk for i in plan.detached]).update(end_user=holder)
+            counts["detached_to"] = holder.pk
+        Identity.objects.filter(pk__in=[i.pk for i in plan.moving]).update(end_user=target)
+        counts.update({
             "sessions": Session.objects.filter(end_user=source).update(end_user=target),
             "timeline_sessions": EndUserSession.objects.filter(end_user=source).update(end_user=target),
             "messages": EndUserMessage.objects.filter(end_user=source).update(end_user=target),
-        }
+        })
         Turn.objects.filter(author=source).update(author=target)
         memory_ids = list(Memory.objects.filter(end_user=source).values_list("pk", flat=True))
         Memory.objects.filter(pk__in=memory_ids).update(end_user=target)
@@ -354,6 +460,15 @@ def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndU
                         new_text=f"end user {source.pk} -> {target.pk}") for pk in memory_ids
         )
         counts["memories"] = len(memory_ids)
+        if claimant:
+            # What an unverified person said about name, email or phone stays a claim: it never
+            # becomes the verified person's profile (nor greets them by the claimant's name).
+            claimed = Memory.objects.filter(pk__in=memory_ids, key__in=list(PROFILE_KEYS), deleted_at__isnull=True,
+                                            superseded_by__isnull=True)
+            for memory in claimed:
+                MemoryEvent.objects.create(memory=memory, action=MemoryEvent.Action.DELETE, old_text=memory.text,
+                                           actor=actor or "merge")
+            claimed.update(deleted_at=timezone.now())
         # Two active profile memories for the same attribute: the target's wins, the source's is superseded.
         for key in PROFILE_KEYS:
             active = list(Memory.objects.filter(end_user=target, key=key, superseded_by__isnull=True,
@@ -362,12 +477,18 @@ def end_user_merge(*, source: EndUser, target: EndUser, actor: str = "") -> EndU
             for extra in active:
                 if extra.pk != keep.pk:
                     Memory.objects.filter(pk=extra.pk).update(superseded_by=keep)
-        profile = {**source.profile, **target.profile}
-        profile["claims"] = {**source.profile.get("claims", {}), **target.profile.get("claims", {})}
+        claims = {**source.profile.get("claims", {}), **target.profile.get("claims", {})}
+        if claimant:
+            claims = {**{k: v for k, v in source.profile.items() if k in PROFILE_KEYS and isinstance(v, str)},
+                      **claims}
+            profile = dict(target.profile)
+        else:
+            profile = {**source.profile, **target.profile}
+            target.display_name = target.display_name or source.display_name
+        profile["claims"] = claims
         if not profile["claims"]:
             profile.pop("claims")
         target.profile = profile
-        target.display_name = target.display_name or source.display_name
         target.last_seen_at = max(target.last_seen_at, source.last_seen_at)
         target.save(update_fields=["profile", "display_name", "last_seen_at"])
         EndUser.objects.filter(merged_into=source).update(merged_into=target)
@@ -386,7 +507,7 @@ def end_user_erase(*, end_user: EndUser, actor: str) -> ErasureRecord:
     from runtime.models import Session, Turn
 
     with transaction.atomic():
-        end_user = EndUser.objects.select_for_update().get(pk=end_user_canonical(end_user).pk)
+        end_user = EndUser.objects.select_for_update().get(pk=selectors.end_user_canonical(end_user).pk)
         people = [end_user.pk, *EndUser.objects.filter(merged_into=end_user).values_list("pk", flat=True)]
         turn_ids = EndUserMessage.objects.filter(end_user_id__in=people).values("turn_id")
         counts = {

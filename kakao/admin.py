@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from kakao import services
 from kakao.models import CallbackTask, KakaoBot, KakaoEvent, KakaoUser
 from mejai.errors import ApiError
+from runtime.admin_scoping import OrganizationScopedAdmin, OrganizationScopedTabularInline
 
 STATUS_COLOURS = {
     "pending": "#6b7280", "processing": "#2563eb", "completed": "#16a34a", "failed": "#dc2626",
@@ -25,7 +26,7 @@ def _badge(value: str, label: str | None = None):
 
 
 @admin.register(KakaoBot)
-class KakaoBotAdmin(admin.ModelAdmin):
+class KakaoBotAdmin(OrganizationScopedAdmin):
     list_display = ["name", "bot_id", "organization", "agent", "hosts", "session_timeout_minutes", "is_active", "skill_url"]
     list_filter = ["is_active", "organization"]
     search_fields = ["name", "bot_id"]
@@ -51,7 +52,7 @@ class KakaoBotAdmin(admin.ModelAdmin):
 
 
 @admin.register(KakaoUser)
-class KakaoUserAdmin(admin.ModelAdmin):
+class KakaoUserAdmin(OrganizationScopedAdmin):
     list_display = ["short_key", "name", "bot", "is_friend", "mode", "session", "last_seen_at"]
     list_filter = ["bot", "is_friend", "mode"]
     search_fields = ["user_key", "plusfriend_user_key", "end_user__display_name"]
@@ -68,7 +69,7 @@ class KakaoUserAdmin(admin.ModelAdmin):
         return obj.end_user.display_name or "—"
 
 
-class KakaoEventInline(admin.TabularInline):
+class KakaoEventInline(OrganizationScopedTabularInline):
     model = KakaoEvent
     fields = ["created_at", "kind", "detail"]
     readonly_fields = fields
@@ -80,7 +81,7 @@ class KakaoEventInline(admin.TabularInline):
 
 
 @admin.register(CallbackTask)
-class CallbackTaskAdmin(admin.ModelAdmin):
+class CallbackTaskAdmin(OrganizationScopedAdmin):
     list_display = ["received_at", "status_badge", "mode", "response_kind", "attempts", "kakao_status", "tokens",
                     "latency", "user_text", "bot"]
     list_filter = ["status", "mode", "response_kind", "bot"]
@@ -129,7 +130,7 @@ class CallbackTaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(KakaoEvent)
-class KakaoEventAdmin(admin.ModelAdmin):
+class KakaoEventAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "kind_badge", "bot", "kakao_user", "session", "task", "summary"]
     list_filter = ["kind", "bot"]
     date_hierarchy = "created_at"

@@ -56,6 +56,15 @@ class KakaoBot(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.bot_id})"
 
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from kakao.security import secret_header_name_problem
+
+        problem = secret_header_name_problem(self.secret_header_name)
+        if problem:
+            raise ValidationError({"secret_header_name": problem})
+
 
 class KakaoUser(models.Model):
     """A Kakao user of one bot (botUserKey), the end user behind it and their current conversation."""

@@ -93,6 +93,31 @@ def callback_url_check(url, *, allowed_hosts: list[str]) -> CallbackUrl:
     return CallbackUrl(url=url, host=host, bot_id=match.group(1), token=match.group(2))
 
 
+# Headers every request may carry for its own reasons: a bot's secret in one of them would match
+# (or be sent by) requests that never meant to authenticate, so none can be a secret header.
+STANDARD_HEADERS = frozenset(h.lower() for h in (
+    "Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Cache-Control", "Connection",
+    "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Date", "Expect", "Forwarded", "From", "Host",
+    "If-Match", "If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Keep-Alive",
+    "Max-Forwards", "Origin", "Pragma", "Priority", "Proxy-Authorization", "Range", "Referer", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "User-Agent", "Via", "Warning", "X-Forwarded-For", "X-Forwarded-Host",
+    "X-Forwarded-Proto", "X-Forwarded-Port", "X-Real-IP", "X-Request-Id", "Sec-Fetch-Mode", "Sec-Fetch-Site",
+    "Sec-Fetch-Dest", "Sec-Ch-Ua", "Upgrade-Insecure-Requests", "DNT",
+))
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+
+def secret_header_name_problem(name: str) -> str | None:
+    """Why `name` cannot carry a bot's secret (a standard header, not a header token), or None."""
+    name = (name or "").strip()
+    if not _HEADER_TOKEN.match(name):
+        return "헤더 이름은 영문·숫자·- 로 64자까지입니다. (A header name is letters, digits and '-', up to 64.)"
+    if name.lower() in STANDARD_HEADERS or name.lower().startswith(("sec-", "proxy-")):
+        return (f"'{name}'은(는) 표준 헤더라 비밀 헤더로 쓸 수 없습니다. X-로 시작하는 이름을 쓰세요. "
+                f"('{name}' is a standard header and cannot carry the secret: use a name such as X-Mejai-Skill-Secret.)")
+    return None
+
+
 def secret_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison of the shared-secret header."""
     if not given or not expected:

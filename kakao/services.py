@@ -1,6 +1,6 @@
 """Kakao channel services: receive a skill request, answer it (callback or synchronously), deliver callbacks.
 
-    bot_authenticate        the bot whose secret header the request carries (constant time)
+    bot_authenticate        the bot named by bot.id, if the request carries its secret header (constant time)
     skill_receive           user, session, name flows; store the turn + callback task in one transaction
     skill_answer_sync       a bounded synchronous answer (no callbackUrl, tester, broker down)
     callback_deliver        the worker: answer the turn, wait the settle time, POST exactly once
@@ -85,26 +85,29 @@ def bots_active() -> list[KakaoBot]:
     return bots
 
 
-def bot_authenticate(*, headers) -> KakaoBot:
-    """The bot whose shared-secret header the request carries: 401 without one, 403 when wrong."""
-    presented = False
-    for bot in bots_active():
-        value = headers.get(bot.secret_header_name)
-        if value is None:
-            continue
-        presented = True
-        from kakao.security import secret_matches
-
-        if secret_matches(value, bot.secret_header_value):
-            return bot
-    if not presented:
-        raise ApiError("unauthenticated", "The skill secret header is missing.", 401)
-    raise ApiError("forbidden", "The skill secret is wrong.", 403)
+SECRET_REFUSED = "스킬 비밀 헤더가 맞지 않거나 알 수 없는 봇입니다. (The skill secret is wrong or the bot is unknown.)"
 
 
-def bot_check_id(*, bot: KakaoBot, skill: SkillRequest) -> None:
-    if bot_id_normalize(skill.bot_id) != bot.bot_id:
-        raise ApiError("bot_mismatch", "bot.id does not match the bot this secret belongs to.", 403, field="bot.id")
+def bot_authenticate(*, headers, bot_id: str) -> KakaoBot:
+    """The active bot named by the request's bot.id, when the request carries that bot's secret header.
+
+    The bot is chosen by bot.id first and only its own header is compared (constant time), so no
+    bot's header configuration can capture another tenant's requests. 401 when the header is
+    missing; 403 (one message) for an unknown or inactive bot, a wrong secret, or a bot configured
+    with a standard header name.
+    """
+    from kakao.security import secret_header_name_problem, secret_matches
+
+    wanted = bot_id_normalize(bot_id)
+    bot = next((b for b in bots_active() if b.bot_id == wanted), None)
+    if bot is None or secret_header_name_problem(bot.secret_header_name):
+        raise ApiError("forbidden", SECRET_REFUSED, 403)
+    value = headers.get(bot.secret_header_name)
+    if value is None:
+        raise ApiError("unauthenticated", "스킬 비밀 헤더가 없습니다. (The skill secret header is missing.)", 401)
+    if not secret_matches(value, bot.secret_header_value):
+        raise ApiError("forbidden", SECRET_REFUSED, 403)
+    return bot
 
 
 # --- events -------------------------------------------------------------------------------
@@ -342,6 +345,12 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
     enqueue_error: list[BaseException] = []
     task = None
     duplicate = False
+    if callback is not None and CallbackTask.objects.filter(token_hash=callback.token_hash).exclude(
+        bot=bot, kakao_user=kakao_user
+    ).exists():
+        # A token is Kakao's for one request of one user of one bot: another bot or user replaying it is refused.
+        raise ApiError("callback_token_reused", "이 콜백 토큰은 다른 요청에 이미 쓰였습니다. "
+                       "(This callback token was already used by another request.)", 409)
     with transaction.atomic():
         turn, created = runtime.turn_start(
             organization=bot.organization, agent=bot.agent, channel=Channel.KAKAO, text=text, session=session,

@@ -22,12 +22,14 @@ def _json(body: dict, status: int = 200) -> JsonResponse:
 
 
 def _authenticated_request(request, *, require_utterance: bool = True):
-    """Secret → body → JSON → fields → bot id, each failure an ApiError (sync: runs off the event loop)."""
-    bot = services.bot_authenticate(headers=request.headers)
+    """Body → JSON → fields → that bot's secret, each failure an ApiError (sync: runs off the event loop).
+
+    The bot is selected by the body's bot.id before any secret is compared (bot_authenticate).
+    """
     raw = body_read(request, limit=conf.max_body_bytes())
     data = body_decode(body=raw, content_type=request.META.get("CONTENT_TYPE", ""))
     skill = skill_request_parse(data, require_utterance=require_utterance)
-    services.bot_check_id(bot=bot, skill=skill)
+    bot = services.bot_authenticate(headers=request.headers, bot_id=skill.bot_id)
     return bot, skill
 
 

@@ -86,7 +86,7 @@ def in_process_beat_start() -> bool:
     global _beat_started
     from django.conf import settings
 
-    if not settings.CELERY_IN_PROCESS:
+    if not settings.CELERY_IN_PROCESS or not getattr(settings, "IN_PROCESS_BEAT", True):
         return False
     with _beat_lock:
         if _beat_started:

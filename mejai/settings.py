@@ -36,6 +36,8 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/")
+# Set explicitly: the quickstart shows it; otherwise it shows the address the operator is using.
+PUBLIC_BASE_URL_CONFIGURED = bool(env_str("PUBLIC_BASE_URL"))
 
 INSTALLED_APPS = [
     "daphne",
@@ -48,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, pinned (no CDN)
+    "axes",  # failed-login lockout for the admin and /api/auth/token
     "channels",
     "runtime",
     "endusers",
@@ -67,8 +71,33 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "mejai.middleware.JsonDepthLimit",
     "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
+
+# --- /readyz: anyone gets ready/unavailable; the checks' detail needs the token or an internal address.
+READYZ_TOKEN = env_str("READYZ_TOKEN", "")
+READYZ_DETAIL_NETWORKS = env_list("READYZ_DETAIL_NETWORKS", ("127.0.0.0/8", "::1/128"))
+READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", 2.0, minimum=0)
+
+# --- Logins: standard password rules; lockout after repeated failures (django-axes) -----------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+# One address trying many accounts, and one account tried from one address, are both locked out.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mejai.proxy.client_ip_of_request"  # the trusted-proxy rule, not a raw header
+AXES_LOCKOUT_CALLABLE = "mejai.lockout.lockout_response"
+AXES_ENABLE_ADMIN = False  # runtime/admin.py registers the attempt logs for superusers only
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "mejai.urls"
 WSGI_APPLICATION = "mejai.wsgi.application"
@@ -164,6 +193,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "mejai")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 IN_PROCESS_JOB_THREADS = env_int("IN_PROCESS_JOB_THREADS", 4)
+IN_PROCESS_BEAT = env_bool("IN_PROCESS_BEAT", True)  # without a broker: run periodic jobs in the web process
 # Periodic jobs: run by `celery -A mejai beat` (one per deployment), or by the web process itself
 # when jobs run in-process (mejai.celery.in_process_beat_start). Schedules in seconds.
 CELERY_BEAT_SCHEDULE = {
@@ -195,6 +225,9 @@ RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15)
 RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180)
 RUNTIME_ORDER_WAIT_SECONDS = env_int("RUNTIME_ORDER_WAIT_SECONDS", 120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUNTIME_MAX_BODY_BYTES
+# Every request body, on every route: the ASGI guard (mejai/asgi_guards.py) and the server
+# (mejai/server.py) stop reading past it; the reverse proxy (deploy/nginx.conf) refuses it first.
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", RUNTIME_MAX_BODY_BYTES)
 
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -220,6 +253,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-channel AI chat platform: runtime, end users, widgets, channels.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar (pinned in requirements.txt), served as our own
+    # static files: /api/docs/ works offline and loads no third-party script on the admin's origin.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "IdentityKindEnum": "endusers.models.Identity.Kind",
@@ -248,9 +286,27 @@ LOGIN_URL = "/admin/login/"
 
 # --- Security (production) ----------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+# Reverse proxies trusted for X-Forwarded-For (mejai/proxy.py): empty = none, a count ("1"), or CIDRs.
+# The server never trusts the header by itself (daphne runs without --proxy-headers).
+TRUSTED_PROXIES = env_str("TRUSTED_PROXIES", "") or ("1" if env_bool("WIDGET_TRUST_X_FORWARDED_FOR") else "")
+try:
+    from mejai.proxy import trusted_proxies_parse
+
+    trusted_proxies_parse(TRUSTED_PROXIES)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from exc
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS only (production behind TLS): redirect plain HTTP and send HSTS. Off by default so the
+# embedded default runs on http://localhost; `manage.py check --deploy` is clean with them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # the container's own health checks speak plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Messages (e.g. a new API key shown once) live in the server-side session, never in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Logging -----------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
@@ -259,7 +315,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Emails, phone numbers and card-like numbers are masked in every log line (endusers/logging.py).
-    "filters": {"pii": {"()": "endusers.logging.PiiMaskingFilter"}},
+    "filters": {
+        "pii": {"()": "endusers.logging.PiiMaskingFilter"},
+        "client_error": {"()": "mejai.log.ClientErrorAsWarning"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["pii"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -267,5 +326,9 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Bodies over the limit and forms with too many fields are the client's fault: one warning line.
+        "django.security.RequestDataTooBig": {"filters": ["client_error"]},
+        "django.security.TooManyFieldsSent": {"filters": ["client_error"]},
+        "django.security.TooManyFilesSent": {"filters": ["client_error"]},
     },
 }

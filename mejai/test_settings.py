@@ -21,3 +21,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # Close connections at the end of each request so live-server threads leave none open at teardown.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+
+# Readiness answers are cached per process in production; tests check each state afresh.
+READYZ_CACHE_SECONDS = 0
+
+# No periodic-job thread in the test process (the ASGI module is imported by live-server tests):
+# tests run the periodic jobs themselves.
+IN_PROCESS_BEAT = False

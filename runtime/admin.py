@@ -1,9 +1,19 @@
 """Admin for organizations, agents, prompts (activate / roll back), API keys, sessions and turns."""
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.utils.html import format_html
 
 from runtime import prompts
+from runtime.admin_scoping import (
+    OrganizationScopedAdmin,
+    OrganizationScopedTabularInline,
+    SuperuserEditOnlyAdmin,
+    SuperuserOnlyMixin,
+    sees_every_organization,
+)
 from runtime.auth import api_key_hash, api_key_revoke
 from runtime.models import (
     Agent,
@@ -22,21 +32,43 @@ admin.site.site_title = "mejai 관리자"
 admin.site.index_title = "운영 관리 · Operations"
 
 
+# Users and groups belong to no organization: a staff member who could edit them could make
+# themselves a superuser, so only superusers see them.
+for _model, _admin in ((get_user_model(), UserAdmin), (Group, GroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, type(f"Scoped{_admin.__name__}", (SuperuserOnlyMixin, _admin), {}))
+
+
+def _axes_admin_register() -> None:
+    """Failed-login records (django-axes) hold usernames and addresses of every organization: superusers only."""
+    from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    for model, model_admin in ((AccessAttempt, AccessAttemptAdmin), (AccessLog, AccessLogAdmin),
+                               (AccessFailureLog, AccessFailureLogAdmin)):
+        if not admin.site.is_registered(model):
+            admin.site.register(model, type(f"Scoped{model_admin.__name__}", (SuperuserOnlyMixin, model_admin), {}))
+
+
+_axes_admin_register()
+
+
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(SuperuserEditOnlyAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(SuperuserEditOnlyAdmin):
     list_display = ["user", "organization", "created_at"]
     autocomplete_fields = ["organization"]
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(OrganizationScopedAdmin):
     list_display = ["name", "organization", "model_label", "temperature", "max_tokens", "is_active", "prompt"]
     list_filter = ["is_active", "organization"]
     search_fields = ["name"]
@@ -46,7 +78,7 @@ class AgentAdmin(admin.ModelAdmin):
         return obj.model_name
 
 
-class PromptVersionInline(admin.TabularInline):
+class PromptVersionInline(OrganizationScopedTabularInline):
     model = PromptVersion
     fields = ["version", "is_active", "note", "author", "created_at", "text"]
     readonly_fields = ["version", "is_active", "author", "created_at", "text", "note"]
@@ -58,7 +90,7 @@ class PromptVersionInline(admin.TabularInline):
         return False  # new versions go through the version form so they are numbered and audited
 
 
-class PromptAuditInline(admin.TabularInline):
+class PromptAuditInline(OrganizationScopedTabularInline):
     model = PromptAudit
     fields = ["created_at", "action", "version", "previous_version", "actor", "actor_label"]
     readonly_fields = fields
@@ -70,7 +102,7 @@ class PromptAuditInline(admin.TabularInline):
 
 
 @admin.register(PromptTemplate)
-class PromptTemplateAdmin(admin.ModelAdmin):
+class PromptTemplateAdmin(OrganizationScopedAdmin):
     list_display = ["name", "organization", "active_version_label"]
     search_fields = ["name"]
     inlines = [PromptVersionInline, PromptAuditInline]
@@ -92,7 +124,7 @@ class PromptTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(PromptVersion)
-class PromptVersionAdmin(admin.ModelAdmin):
+class PromptVersionAdmin(OrganizationScopedAdmin):
     list_display = ["template", "version", "is_active", "note", "author", "created_at"]
     list_filter = ["is_active", "template"]
     fields = ["template", "text", "note", "version", "is_active", "author", "created_at"]
@@ -119,18 +151,28 @@ class PromptVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(OrganizationScopedAdmin):
     list_display = ["name", "organization", "key_prefix", "created_at", "last_used_at", "status"]
     list_filter = ["organization"]
     fields = ["organization", "name", "key_prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A key's organization is what it grants access to: only a superuser picks it, and never
+        # moves an issued key to another organization.
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None or not sees_every_organization(request):
+            fields.append("organization")
+        return fields
+
     @admin.display(description="status")
     def status(self, obj):
         return "active" if obj.revoked_at is None else format_html('<span style="color:#b00">revoked</span>')
 
     def save_model(self, request, obj, form, change):
+        if not change and not sees_every_organization(request):
+            obj.organization = self.request_organization_or_403(request)
         if not change:
             import secrets
 
@@ -150,7 +192,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} key(s) revoked.")
 
 
-class TurnInline(admin.TabularInline):
+class TurnInline(OrganizationScopedTabularInline):
     model = Turn
     fields = ["seq", "status", "user_text", "reply_text", "model", "tokens_in", "tokens_out", "ttft_ms", "latency_ms"]
     readonly_fields = fields
@@ -163,7 +205,7 @@ class TurnInline(admin.TabularInline):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(OrganizationScopedAdmin):
     list_display = ["id", "organization", "channel", "agent", "end_user", "status", "last_seq", "last_activity_at"]
     list_filter = ["channel", "status", "organization"]
     readonly_fields = ["id", "created_at", "last_activity_at", "last_seq"]
@@ -172,7 +214,7 @@ class SessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Turn)
-class TurnAdmin(admin.ModelAdmin):
+class TurnAdmin(OrganizationScopedAdmin):
     list_display = ["session", "seq", "status", "handled_by", "model", "tokens_in", "tokens_out", "ttft_ms", "latency_ms", "created_at"]
     list_filter = ["status", "handled_by", "session__channel"]
     raw_id_fields = ["session", "author", "prompt_version"]

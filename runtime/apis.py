@@ -53,7 +53,7 @@ class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 502: ERROR_SCHEMA},
         description="JSON by default; `Accept: text/event-stream` or `?stream=1` streams events "
-        "`start`, `delta`, `message`, `error` (see docs/runtime-events.md).",
+        "`start`, `delta`, `message`, `error` (see docs/runtime.md, \"The event vocabulary\").",
     )
     async def post(self, request):
         if not isinstance(request.data, dict):

@@ -111,3 +111,26 @@ class StaffJWTAuthentication(authentication.BaseAuthentication):
 
 # Operator endpoints: an organization API key or a staff JWT.
 OPERATOR_AUTHENTICATION = [ApiKeyAuthentication, StaffJWTAuthentication]
+
+
+def staff_token_view():
+    """POST /api/auth/token: simplejwt's pair view behind the failed-login lockout (django-axes).
+
+    Axes locks the credentials inside authenticate(), but DRF hides that from its middleware, so
+    a locked-out caller would only see 401: the lock is checked first and answered 429
+    `login_locked` with Retry-After, in the one error shape.
+    """
+    from axes.handlers.proxy import AxesProxyHandler
+    from rest_framework_simplejwt.views import TokenObtainPairView
+
+    from mejai.lockout import lockout_response
+
+    class StaffTokenObtainView(TokenObtainPairView):
+        def post(self, request, *args, **kwargs):
+            data = request.data if isinstance(request.data, dict) else {}
+            username = data.get("username") if isinstance(data.get("username"), str) else None
+            if not AxesProxyHandler.is_allowed(request._request, {"username": username}):
+                return lockout_response(request._request)
+            return super().post(request, *args, **kwargs)
+
+    return StaffTokenObtainView.as_view()

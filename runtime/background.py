@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import logging
 import threading
@@ -53,6 +52,7 @@ class BackgroundAnswer:
         self.events: list[TurnEvent] = []
         self.followers: set[asyncio.Queue] = set()
         self.stop_requested = False
+        self.terminal: TurnEvent | None = None  # the `message` or `error` once it happened
 
     def emit(self, event: TurnEvent | None) -> None:
         if event is not None:
@@ -112,19 +112,29 @@ async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -
 
             async def recorded() -> AsyncIterator[TurnEvent]:
                 async for event in events:
+                    if event.type in ("message", "error"):
+                        answer.terminal = event
                     answer.emit(event)
                     yield event
 
             outcome = await outcome_gather(recorded())
         except asyncio.CancelledError:
-            # Stopped (turn_cancel): the pipeline kept the partial text and marked the turn interrupted.
-            # events_publish has published the `stopped` error to the session's other listeners.
-            if turn is not None:
+            if answer.terminal is not None:
+                # Cancelled after it finished (the loop of a sync caller closing): the outcome stands.
+                outcome = await outcome_gather(_events_of(answer.terminal))
+            elif turn is not None and answer.stop_requested:
+                # Stopped (turn_cancel): the pipeline kept the partial text and marked the turn interrupted;
+                # events_publish has published the `stopped` error to the session's other listeners.
                 await sync_to_async(_mark_stopped)(turn.pk)
                 stopped = event_error(code="stopped", message=STOPPED_MESSAGE, session_id=turn.session_id,
                                       turn_id=turn.pk)
                 answer.emit(stopped)
                 outcome = TurnOutcome(str(turn.pk), str(turn.session_id), None, stopped.data)
+            else:
+                # The loop this answer ran on is closing: the pipeline kept the partial text
+                # (interrupted, client_disconnected), and that is the outcome.
+                outcome = TurnOutcome(answer.turn_id, str(getattr(turn, "session_id", "") or "") or None, None,
+                                      {"code": "client_disconnected", "message": "The answer was interrupted."})
         except Exception:
             logger.exception("runtime: background answer of turn %s failed", answer.turn_id)
             failed = event_error(code="internal_error", message="답변 중 오류가 발생했어요. (Something went wrong.)",
@@ -133,18 +143,24 @@ async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -
             outcome = TurnOutcome(answer.turn_id, str(getattr(turn, "session_id", "") or "") or None, None,
                                   failed.data)
         finally:
-            answer.emit(None)
+            # Settle first, with no await before it: the loop may be closing (an async_to_sync caller
+            # returned), and a stale entry would make a later request for this turn wait for ever.
             with _answers_lock:
                 if _answers.get(answer.turn_id) is answer:
                     del _answers[answer.turn_id]
             if not answer.future.done():
                 answer.future.set_result(outcome)
-            if _loop_outlives_caller():
-                # The database work ran on this context's own thread, which ends with the answer: hand its
-                # connection back to the pool (a pooled connection left on an ended thread is never returned,
-                # and the pool runs dry). Under a sync caller's thread the caller owns the connection.
-                with contextlib.suppress(Exception):
-                    await sync_to_async(db_release)()
+            answer.emit(None)
+            # Give the answer's database connection back to the pool: its thread ends with it.
+            try:
+                await sync_to_async(db_release)()
+            except BaseException:
+                logger.debug("runtime: releasing the answer's connection failed", exc_info=True)
+
+
+async def _events_of(*events: TurnEvent) -> AsyncIterator[TurnEvent]:
+    for event in events:
+        yield event
 
 
 def _start(answer: BackgroundAnswer, *, page, sender, fresh_context: bool = False) -> None:
@@ -176,7 +192,7 @@ def _get_or_start(turn_id, *, page: dict | None, sender: str, followed: bool = F
         running = None
     with _answers_lock:
         answer = _answers.get(key)
-        if answer is not None:
+        if answer is not None and not answer.loop.is_closed():
             return answer
         loop = running or _runtime_loop()
         answer = _answers[key] = BackgroundAnswer(key, loop)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import time
 import uuid
+import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -18,8 +21,14 @@ async def healthz(request):
 
 
 def _check_database() -> dict:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        # Give the connection back before the slower checks run (a broker ping can take a second):
+        # a burst of readiness probes must never hold the pool the widget APIs need.
+        if not connection.in_atomic_block:
+            connection.close()
     return {"ok": True, "engine": connection.vendor}
 
 
@@ -45,26 +54,76 @@ def _check_broker() -> dict:
 
 
 def _check_llm() -> dict:
+    # The mode and model only: the base URL (an internal address, maybe with credentials) is never shown.
     if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
-        return {"ok": True, "mode": "openai_compatible", "base_url": settings.OPENAI_BASE_URL or "https://api.openai.com/v1",
-                "model": settings.LLM_MODEL}
+        return {"ok": True, "mode": "openai_compatible", "model": settings.LLM_MODEL}
     return {"ok": True, "mode": "offline", "warning": "no model configured; answers come from the offline provider"}
 
 
-async def readyz(request):
+async def _run_checks() -> dict:
     checks: dict[str, dict] = {}
     started = time.monotonic()
 
     async def run(name, check):
         try:
             checks[name] = await check()
-        except Exception as exc:  # a failed dependency is reported, never raised
-            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        except Exception as exc:  # a failed dependency is reported (its kind only), never raised
+            checks[name] = {"ok": False, "error": type(exc).__name__}
 
     await run("database", sync_to_async(_check_database))
     await run("channel_layer", _check_channel_layer)
     await run("broker", sync_to_async(_check_broker, thread_sensitive=False))
     await run("llm", sync_to_async(_check_llm))
     ok = all(c.get("ok") for c in checks.values())
-    body = {"status": "ready" if ok else "unavailable", "checks": checks, "elapsed_ms": int((time.monotonic() - started) * 1000)}
-    return JsonResponse(body, status=200 if ok else 503)
+    return {"status": "ready" if ok else "unavailable", "checks": checks,
+            "elapsed_ms": int((time.monotonic() - started) * 1000)}
+
+
+# One check at a time per process, its result reused for READYZ_CACHE_SECONDS: 60 probes at once
+# cost one round of checks, not 60.
+_cache: dict = {"at": 0.0, "body": None}
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one per event loop
+
+
+def readyz_cache_clear() -> None:
+    _cache.update(at=0.0, body=None)
+
+
+async def _readiness() -> dict:
+    ttl = float(getattr(settings, "READYZ_CACHE_SECONDS", 2.0))
+    if _cache["body"] is not None and time.monotonic() - _cache["at"] < ttl:
+        return _cache["body"]
+    lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        if _cache["body"] is not None and time.monotonic() - _cache["at"] < ttl:
+            return _cache["body"]
+        body = await _run_checks()
+        _cache.update(at=time.monotonic(), body=body)
+        return body
+
+
+def _detail_allowed(request) -> bool:
+    """The checks' detail: with READYZ_TOKEN (Authorization: Bearer …), or from READYZ_DETAIL_NETWORKS."""
+    token = getattr(settings, "READYZ_TOKEN", "")
+    scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    from mejai.proxy import client_ip
+
+    try:
+        address = ipaddress.ip_address(client_ip(request.META))
+    except ValueError:
+        return False
+    networks = getattr(settings, "READYZ_DETAIL_NETWORKS", ["127.0.0.0/8", "::1/128"])
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+async def readyz(request):
+    """200 `ready` / 503 `unavailable` for anyone; each check's detail only for operators (token or network)."""
+    body = await _readiness()
+    status = 200 if body["status"] == "ready" else 503
+    if not _detail_allowed(request):
+        body = {"status": body["status"]}
+    response = JsonResponse(body, status=status)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -134,6 +134,11 @@ class Agent(models.Model):
         PromptTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="agents",
         help_text="System prompt; its active version is used.",
     )
+    extra_form_fields = models.JSONField(
+        default=list, blank=True,
+        help_text='Form fields the bot may ask for besides name, email, phone and order_id, e.g. ["company"]. '
+        "Secret-like fields (password, card number…) are never asked for.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -147,6 +152,21 @@ class Agent(models.Model):
     @property
     def model_name(self) -> str:
         return self.model or settings.LLM_MODEL
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from runtime.forms import FIELD_NAME, secret_like
+
+        fields = self.extra_form_fields
+        if fields in (None, ""):
+            self.extra_form_fields = []
+            return
+        if not isinstance(fields, list) or not all(isinstance(f, str) and FIELD_NAME.match(f) for f in fields):
+            raise ValidationError({"extra_form_fields": 'A list of field names such as ["company", "order_date"] '
+                                                        "(lower-case letters, digits and _)."})
+        if any(secret_like(f) for f in fields):
+            raise ValidationError({"extra_form_fields": "Secret-like fields (password, card number…) cannot be asked for."})
 
 
 class Channel(models.TextChoices):

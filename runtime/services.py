@@ -6,7 +6,7 @@
     turn_respond         turn_stream gathered into a TurnOutcome (async)
     turn_run / turn_answer   the same, for synchronous callers (Celery tasks, commands)
 
-See docs/runtime-pipeline.md for the rules each step keeps.
+See docs/runtime.md for the rules each step keeps and docs/architecture.md for where it sits.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ OUTPUT_TOOLS = [
                         "items": {
                             "type": "object",
                             "properties": {
-                                "name": {"type": "string", "description": "e.g. name, email, phone, order_id"},
+                                "name": {"type": "string",
+                                         "description": "one of name, email, phone, order_id (or the "
+                                                        "operator's own); never passwords or card numbers"},
                                 "label": {"type": "string"},
                                 "type": {"type": "string", "enum": ["string", "email", "phone"]},
                                 "required": {"type": "boolean"},
@@ -111,6 +113,18 @@ def idempotency_key_make(*, organization_id: int, channel: str, scope: str, clie
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _idempotent_replay(existing: Turn, session: Session | None) -> Turn:
+    """The stored turn of a retried message; 409 when it belongs to another conversation than the one named."""
+    if session is not None and existing.session_id != session.pk:
+        raise ApiError(
+            "idempotency_conflict",
+            "이 client_message_id는 다른 대화의 메시지에 이미 쓰였습니다. "
+            "(This client_message_id was already used for a message of another conversation.)",
+            409, field="client_message_id",
+        )
+    return existing
+
+
 def session_create(
     *, organization: Organization, agent: Agent, channel: str, end_user=None, metadata: dict | None = None
 ) -> Session:
@@ -140,15 +154,23 @@ def turn_start(
     cmid = (client_message_id or "").strip()
     if len(cmid) > 128:
         raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
-    key = (
-        idempotency_key_make(organization_id=organization.pk, channel=channel, scope=idempotency_scope, client_message_id=cmid)
-        if cmid
-        else None
-    )
-    if key:
-        existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
-        if existing:
-            return existing, False
+    key = None
+    if cmid:
+        # A message of a named session is keyed by that session, so another conversation reusing the
+        # id gets a turn of its own; a first message (no session yet) by the channel principal. A
+        # retry of a first message that now names its session is found by the principal key.
+        principal_key = idempotency_key_make(organization_id=organization.pk, channel=channel,
+                                             scope=idempotency_scope, client_message_id=cmid)
+        keys = [principal_key]
+        if session is not None:
+            keys.insert(0, idempotency_key_make(organization_id=organization.pk, channel=channel,
+                                                scope=f"{idempotency_scope}|session:{session.pk}",
+                                                client_message_id=cmid))
+        key = keys[0]
+        for candidate in keys:
+            existing = Turn.objects.select_related("session").filter(idempotency_key=candidate).first()
+            if existing:
+                return _idempotent_replay(existing, session), False
     try:
         with transaction.atomic():
             if session is None:
@@ -175,7 +197,7 @@ def turn_start(
         if key:
             existing = Turn.objects.select_related("session").filter(idempotency_key=key).first()
             if existing:
-                return existing, False
+                return _idempotent_replay(existing, session), False
         raise
     # The stored rows are in memory: attach the organization and agent instead of reading them back.
     if locked.organization_id != organization.pk or locked.agent_id != agent.pk:
@@ -240,14 +262,23 @@ def _quick_replies_from(values) -> list[dict]:
     return replies[:MAX_QUICK_REPLIES]
 
 
-def _response_schema_from(arguments: dict) -> dict | None:
-    """Turn the model's request_user_info call into a JSON Schema the channels can render."""
+def _response_schema_from(arguments: dict, *, extra_fields=()) -> dict | None:
+    """Turn the model's request_user_info call into a JSON Schema the channels can render.
+
+    Only allow-listed fields (runtime/forms.py: standard ones + the agent's extra_form_fields) are
+    kept; a secret-like field (password, card number…) is dropped whoever asked for it.
+    """
+    from runtime.forms import form_field_allowed
+
     properties, required = {}, []
     for item in arguments.get("fields") or []:
         if not isinstance(item, dict):
             continue
         name = str(item.get("name", "")).strip().lower()
         if not _FIELD_NAME.match(name) or name in properties:
+            continue
+        if not form_field_allowed(name, str(item.get("label") or ""), extra=extra_fields):
+            logger.warning("request_user_info: field %r refused (not allowed or secret-like)", name[:32])
             continue
         kind = item.get("type") if item.get("type") in ("string", "email", "phone") else None
         kind = kind or ("email" if name == "email" else "phone" if name == "phone" else "string")
@@ -571,7 +602,7 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
         if call.name == "suggest_quick_replies":
             quick_replies = _quick_replies_from(call.arguments.get("replies"))
         elif call.name == "request_user_info":
-            response_schema = _response_schema_from(call.arguments)
+            response_schema = _response_schema_from(call.arguments, extra_fields=session.agent.extra_form_fields)
     message = "".join(parts).strip()
     if not message and response_schema:
         message = response_schema.get("title") or "아래 정보를 입력해 주세요. (Please fill in the form below.)"

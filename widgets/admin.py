@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from runtime.models import Agent, Membership, Organization
+from runtime.admin_scoping import OrganizationScopedAdmin, OrganizationScopedForm
 from widgets import selectors, services
 from widgets.models import ICONS, THEME_DEFAULTS, ChatWidget, WidgetDailyStat, WidgetEvent
 
@@ -29,31 +29,11 @@ COUNTER_LABELS = {
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
-def _organization_of(request) -> Organization | None:
-    membership = Membership.objects.select_related("organization").filter(user=request.user).first()
-    return membership.organization if membership else None
-
-
-class OrganizationScopedAdmin(admin.ModelAdmin):
-    """Superusers see every organization; other staff only their own (runtime.Membership)."""
-
-    organization_path = "organization"
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        organization = _organization_of(request)
-        if organization is None:
-            return queryset.none()
-        return queryset.filter(**{self.organization_path: organization})
-
-
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in re.split(r"[\n,]", text or "") if line.strip()]
 
 
-class ChatWidgetForm(forms.ModelForm):
+class ChatWidgetForm(OrganizationScopedForm):
     allowed_domains_text = forms.CharField(
         label="허용 도메인 · Allowed domains", required=False,
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": "shop.example.com\n*.example.com\nlocalhost:*"}),
@@ -173,26 +153,6 @@ class ChatWidgetAdmin(OrganizationScopedAdmin):
         }),
         ("기록 · Record", {"fields": ["key_rotated_at", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
-
-    # --- scoping --------------------------------------------------------------------------
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if not request.user.is_superuser:
-            organization = _organization_of(request)
-            if db_field.name == "organization":
-                kwargs["queryset"] = Organization.objects.filter(pk=getattr(organization, "pk", None))
-            elif db_field.name == "agent":
-                kwargs["queryset"] = Agent.objects.filter(organization=organization)
-        elif db_field.name == "agent":
-            kwargs["queryset"] = Agent.objects.select_related("organization")
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def get_changeform_initial_data(self, request):
-        initial = super().get_changeform_initial_data(request)
-        organization = _organization_of(request)
-        if organization and "organization" not in initial:
-            initial["organization"] = organization.pk
-        return initial
 
     # --- columns and read-only fields ----------------------------------------------------------
 

@@ -31,7 +31,8 @@ from runtime.http import (
 )
 from runtime.sse import sse_numbered, sse_response
 from widgets import conf, services
-from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit
+from widgets.ratelimit import client_ip, rate_limit_hit, rate_limits_hit, widget_caps
+from widgets.streams import held_while_streaming, stream_keys, stream_slot_take
 from widgets.tokens import TOKEN_EXPIRED_MESSAGE, bearer_token, stream_ticket_issue, stream_ticket_redeem
 
 CORS_MAX_AGE = 600
@@ -177,7 +178,7 @@ class WidgetInitApi(WidgetApiMixin, AsyncAPIView):
                 page_url=data.get("page_url"), own_origins=own,
             )
             self.cors_allow(request, check.origin)
-            rate_limit_hit(name="INIT_IP", key=f"{client_ip(meta)}|{widget.pk}")
+            rate_limits_hit(("INIT_IP", f"{client_ip(meta)}|{widget.pk}"), ("INIT_WIDGET", str(widget.pk)))
             result = services.widget_init(
                 widget=widget, check=check, visitor=dict(data.get("visitor") or {}),
                 referrer=data.get("referrer") or "", locale=data.get("locale") or "", session_id=data.get("session_id"),
@@ -208,7 +209,7 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
                    429: ERROR_SCHEMA, 502: ERROR_SCHEMA},
         description="`Authorization: Bearer <widget_token>`. Events `start`, `delta`, `message`, `error` as in "
-        "docs/runtime-events.md; each is also published to the session's other tabs.",
+        "docs/runtime.md (\"The event vocabulary\"); each is also published to the session's other tabs.",
     )
     async def post(self, request):
         raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
@@ -222,7 +223,8 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             rate_limits_hit(("CHAT_IP", f"{client_ip(meta)}|{caller.widget.pk}"),
-                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
+                            *widget_caps(caller.widget.pk))
             turn, created = services.widget_chat_start(
                 caller=caller, text=data["message"], session_id=data.get("session_id"),
                 client_message_id=data.get("client_message_id") or "", context=data.get("context"),
@@ -303,7 +305,8 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             self.cors_allow_token_origin(request, caller)
             session = services.widget_session_get(caller=caller, session_id=wanted)
             rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
-            return session, caller.claims.expires_at
+            return session, caller.claims.expires_at, stream_keys(
+                widget_id=caller.widget.pk, principal=caller.claims.principal, ip=client_ip(request.META))
 
         def run_and_release():
             try:
@@ -311,10 +314,11 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
             finally:
                 db_release()  # the stream may stay open for hours: no connection held
 
-        session, expires_at = await sync_to_async(run_and_release)()
+        session, expires_at, keys = await sync_to_async(run_and_release)()
+        taken = stream_slot_take(keys)  # 429 too_many_streams when the visitor, address or widget is full
         events = live.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at,
                                             expired_message=TOKEN_EXPIRED_MESSAGE)
-        return sse_response(events, keepalive=conf.sse_keepalive_seconds())
+        return sse_response(held_while_streaming(events, taken), keepalive=conf.sse_keepalive_seconds())
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from mejai.env import env_bool as _bool
 from mejai.env import env_float as _float
 from mejai.env import env_int as _int
 
@@ -36,11 +35,6 @@ def sse_keepalive_seconds() -> float:
     return _float("WIDGET_SSE_KEEPALIVE_SECONDS", settings.RUNTIME_SSE_KEEPALIVE_SECONDS)
 
 
-def trust_x_forwarded_for() -> bool:
-    """Take the client address from the last X-Forwarded-For hop (only behind a trusted proxy)."""
-    return _bool("WIDGET_TRUST_X_FORWARDED_FOR", False)
-
-
 def install_seen_resolution_seconds() -> int:
     """Install status (last seen origin/time) is written at most this often per widget."""
     return _int("WIDGET_INSTALL_SEEN_RESOLUTION_SECONDS", 60)
@@ -54,6 +48,23 @@ def rate_limit(name: str) -> tuple[int, int]:
         "CHAT_VISITOR": (20, 60),  # per visitor (or verified user) of a widget
         "EVENT_VISITOR": (120, 60),
         "STREAM_VISITOR": (30, 60),  # stream connections / tickets per visitor
+        # Whole-widget caps, whatever the addresses: one widget cannot spend unlimited model tokens.
+        "INIT_WIDGET": (1200, 60),
+        "CHAT_WIDGET": (300, 60),
+        "CHAT_WIDGET_DAY": (20000, 86400),
     }
     count, window = defaults[name]
     return _int(f"WIDGET_RATE_{name}", count), _int(f"WIDGET_RATE_{name}_WINDOW", window)
+
+
+# Open streams (SSE + WebSocket) at once, per web process; 0 disables a cap.
+def streams_per_visitor() -> int:
+    return _int("WIDGET_STREAMS_PER_VISITOR", 10, minimum=0)
+
+
+def streams_per_ip() -> int:
+    return _int("WIDGET_STREAMS_PER_IP", 50, minimum=0)
+
+
+def streams_per_widget() -> int:
+    return _int("WIDGET_STREAMS_PER_WIDGET", 2000, minimum=0)

@@ -22,11 +22,15 @@ from mejai.errors import ApiError
 from runtime import background, live
 from runtime.events import live_envelope_event
 from widgets import services
-from widgets.ratelimit import rate_limits_hit
+from widgets.ratelimit import rate_limits_hit, widget_caps
+from widgets.streams import stream_keys, stream_slot_give_back, stream_slot_take
+from widgets.tokens import TOKEN_EXPIRED_MESSAGE
 
 logger = logging.getLogger(__name__)
 
 CLOSE_ORIGIN_NOT_ALLOWED = 4403
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_WIDGET_UNAVAILABLE = 4404
 
 
 def _header(scope, name: bytes) -> str:
@@ -54,14 +58,52 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.caller = None
         self.session_id = None
         self.group = None
+        self.widget_group = None
+        self.expiry: asyncio.TimerHandle | None = None
+        self.stream_slots: list[str] = []
         self.answers: set[asyncio.Task] = set()
         await self.accept()
 
     async def disconnect(self, code):
         for task in list(self.answers):
             task.cancel()  # stops following; the answer itself finishes and is replayed on reconnect
+        if self.expiry is not None:
+            self.expiry.cancel()
+        stream_slot_give_back(self.stream_slots)
+        self.stream_slots = []
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.widget_group:
+            await self.channel_layer.group_discard(self.widget_group, self.channel_name)
+
+    # --- the token's life: closed at its expiry, and when the widget stops admitting it -----------
+
+    def _admitted(self) -> bool:
+        return self.caller is not None and self.caller.claims.expires_at > timezone.now()
+
+    async def _close_expired(self):
+        self.caller = None
+        await self.send_error("token_expired", TOKEN_EXPIRED_MESSAGE)
+        await self.close(code=CLOSE_TOKEN_EXPIRED)
+
+    def _expiry_schedule(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        delay = max(0.0, (self.caller.claims.expires_at - timezone.now()).total_seconds())
+        loop = asyncio.get_running_loop()
+        self.expiry = loop.call_later(delay, lambda: loop.create_task(self._close_expired()))
+
+    async def widget_changed(self, message: dict):
+        """The widget was saved (widgets.receivers): deactivated or re-keyed → this socket is closed."""
+        if self.caller is None or message.get("widget_id") != self.caller.widget.pk:
+            return
+        if message.get("is_active") and message.get("key") == self.caller.claims.key_fingerprint:
+            return
+        self.caller = None
+        for task in list(self.answers):
+            task.cancel()
+        await self.send_error(*services.WIDGET_NOT_FOUND[:2])
+        await self.close(code=CLOSE_WIDGET_UNAVAILABLE)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if text_data is None:
@@ -70,9 +112,14 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if len(text_data) > settings.RUNTIME_MAX_BODY_BYTES:
             await self.send_error("payload_too_large", "The frame is too large.")
             return
+        from mejai.middleware import JSON_MAX_DEPTH, json_too_deep
+
+        if json_too_deep(text_data.encode("utf-8", "surrogatepass")):
+            await self.send_error("json_too_deep", f"JSON may nest at most {JSON_MAX_DEPTH} levels.")
+            return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_error("malformed_json", "The frame is not valid JSON.")
             return
         if not isinstance(content, dict):
@@ -132,26 +179,37 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_ORIGIN_NOT_ALLOWED)
             return
         session = await database_sync_to_async(services.widget_session_get)(caller=caller, session_id=content.get("session_id"))
+        keys = stream_keys(widget_id=caller.widget.pk, principal=caller.claims.principal, ip=self._client_ip())
+        if [key for key, _ in keys] != self.stream_slots:  # a re-join as someone else moves the slots
+            taken = stream_slot_take(keys)  # 429 too_many_streams
+            stream_slot_give_back(self.stream_slots)
+            self.stream_slots = taken
         group = live.session_group(session.pk)
         if self.group and self.group != group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await self.channel_layer.group_add(group, self.channel_name)
-        self.caller, self.session_id, self.group = caller, session.pk, group
+        widget_group = services.widget_revocation_group(caller.widget.pk)
+        if self.widget_group and self.widget_group != widget_group:
+            await self.channel_layer.group_discard(self.widget_group, self.channel_name)
+        await self.channel_layer.group_add(widget_group, self.channel_name)
+        self.caller, self.session_id, self.group, self.widget_group = caller, session.pk, group, widget_group
+        self._expiry_schedule()
         await self.send_json({"type": "joined", "session_id": str(session.pk)})
 
     # --- messages ----------------------------------------------------------------------------
 
     def _client_ip(self) -> str:
-        client = self.scope.get("client") or ("unknown", 0)
-        return str(client[0])
+        from mejai.proxy import client_ip_of_scope
+
+        return client_ip_of_scope(self.scope)
 
     async def user_message(self, content: dict):
         if self.caller is None:
             raise ApiError("not_joined", "Send a join frame with the widget token first.", 400)
         # A token may expire while the socket is open: check it on every message.
-        if self.caller.claims.expires_at <= timezone.now():
-            raise ApiError("token_expired", "위젯 토큰이 만료되었습니다. 다시 연결해 주세요. (The widget token has expired.)",
-                           401)
+        if not self._admitted():
+            await self._close_expired()
+            return
         caller, ip = self.caller, self._client_ip()
         context = content.get("context")
         cmid = content.get("client_message_id")
@@ -160,7 +218,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
         def start():
             rate_limits_hit(("CHAT_IP", f"{ip}|{caller.widget.pk}"),
-                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"))
+                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
+                            *widget_caps(caller.widget.pk))
             return services.widget_chat_start(caller=caller, text=content.get("message"), session_id=self.session_id,
                                               client_message_id=cmid or "", context=context if isinstance(context, dict) else None)
 
@@ -175,6 +234,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         events = background.turn_answer_follow(turn_id=turn.pk, page=page, sender=self.channel_name)
         try:
             async for event in events:
+                if not self._admitted():
+                    return  # expired or revoked while answering: nothing more is delivered here
                 frame = frame_for(event.type, event.as_dict())
                 if frame is not None:
                     await self.send_json(frame)
@@ -188,7 +249,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     async def runtime_turn_event(self, message: dict):
         """A live event of the session (runtime.live envelope), from another tab or process."""
-        if message.get("sender") == self.channel_name:
+        if message.get("sender") == self.channel_name or not self._admitted():
             return
         event = live_envelope_event(message)
         if event is None:

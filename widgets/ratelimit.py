@@ -18,12 +18,10 @@ from widgets import conf
 
 
 def client_ip(meta: dict) -> str:
-    """The client's address: REMOTE_ADDR, or the last X-Forwarded-For hop behind a trusted proxy."""
-    if conf.trust_x_forwarded_for():
-        forwarded = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
-        if forwarded:
-            return forwarded[-1][:64]
-    return (meta.get("REMOTE_ADDR") or "unknown")[:64]
+    """The client's address by the project's trusted-proxy rule (mejai/proxy.py: TRUSTED_PROXIES)."""
+    from mejai.proxy import client_ip as resolve
+
+    return resolve(meta)
 
 
 def rate_limited_error(retry_after: int) -> ApiError:
@@ -86,3 +84,8 @@ def rate_limits_hit(*limits: tuple[str, str]) -> None:
 def rate_limit_hit(*, name: str, key: str) -> None:
     """Count one request against limit `name` (widgets.conf.rate_limit) for `key`; ApiError 429 when over."""
     rate_limits_hit((name, key))
+
+
+def widget_caps(widget_id: int) -> tuple[tuple[str, str], ...]:
+    """The whole-widget message caps (per minute and per day), to pass to rate_limits_hit."""
+    return (("CHAT_WIDGET", str(widget_id)), ("CHAT_WIDGET_DAY", str(widget_id)))

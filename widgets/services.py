@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+import idna
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -97,8 +98,10 @@ def host_normalize(host: str) -> str:
     if _IPV6.match(host):
         return host
     try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+        # UTS-46 non-transitional, as browsers do: "faß.de" is its own domain, not "fass.de"
+        # (Python's "idna" codec is IDNA 2003 and folds ß to ss).
+        host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (UnicodeError, idna.IDNAError) as exc:
         raise PatternError(f"invalid host: {host!r}") from exc
     labels = host.split(".")
     if not all(_LABEL.match(label) for label in labels):
@@ -383,8 +386,41 @@ def widget_create(
     return widget
 
 
+def widget_token_current(*, widget: ChatWidget, claims) -> bool:
+    """Was the token issued under the widget's current public key? A rotation cuts its tokens off at once."""
+    from widgets.tokens import public_key_fingerprint
+
+    return hmac.compare_digest(claims.key_fingerprint, public_key_fingerprint(widget.public_key))
+
+
+def widget_revocation_group(widget_id: int) -> str:
+    """The channel-layer group of a widget's open sockets: told when it is deactivated or its key rotates."""
+    return f"widget-{int(widget_id)}-changes"
+
+
+def widget_changed_notify(*, widget: ChatWidget) -> None:
+    """Tell the widget's open sockets its state (after commit); they close if it no longer admits them."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from widgets.tokens import public_key_fingerprint
+
+    message = {"type": "widget.changed", "widget_id": widget.pk, "is_active": bool(widget.is_active),
+               "key": public_key_fingerprint(widget.public_key)}
+
+    def send():
+        layer = get_channel_layer()
+        if layer is not None:
+            try:
+                async_to_sync(layer.group_send)(widget_revocation_group(widget.pk), message)
+            except Exception:  # the sockets re-check on their own; a layer hiccup must not fail the save
+                logger.warning("widget %s: could not notify open sockets", widget.pk, exc_info=True)
+
+    transaction.on_commit(send)
+
+
 def widget_public_key_rotate(*, widget: ChatWidget) -> ChatWidget:
-    """A new public key: the old snippet stops working at once (its tokens expire within their TTL)."""
+    """A new public key: the old snippet stops working, and tokens issued under the old key at once."""
     widget.public_key = public_key_generate()
     widget.key_rotated_at = timezone.now()
     widget.save(update_fields=["public_key", "key_rotated_at", "updated_at"])
@@ -667,7 +703,7 @@ def widget_caller_load(*, raw_token: str, public_key: str | None = None) -> Widg
         .filter(pk=claims.widget_id, organization_id=claims.org_id, is_active=True)
         .first()
     )
-    if widget is None:
+    if widget is None or not widget_token_current(widget=widget, claims=claims):
         raise ApiError(*WIDGET_NOT_FOUND)
     if public_key and public_key != widget.public_key:
         raise ApiError(
@@ -763,7 +799,10 @@ MAX_EVENT_PAYLOAD_BYTES = 8 * 1024
 FORM_CLAIM_KINDS = ("email", "phone")
 
 
-def _form_values_clean(payload: dict) -> dict[str, str]:
+def _form_values_clean(payload: dict, *, extra_fields=()) -> dict[str, str]:
+    """The submitted values of allow-listed fields (runtime/forms.py); anything else is dropped unread."""
+    from runtime.forms import form_field_allowed
+
     values = payload.get("values")
     if values is None:
         return {}
@@ -773,12 +812,26 @@ def _form_values_clean(payload: dict) -> dict[str, str]:
     for key, value in list(values.items())[:20]:
         if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", key):
             raise ApiError("invalid", "Form field names are lower-case letters, digits and _.", 400, field="payload.values")
-        if value is None:
-            continue
+        if value is None or not form_field_allowed(key, extra=extra_fields):
+            continue  # a secret-like or unknown field: never stored
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ApiError("invalid", f"payload.values.{key} must be text.", 400, field=f"payload.values.{key}")
         cleaned[key] = str(value).strip()[:500]
     return cleaned
+
+
+def _form_values_stored(values: dict[str, str]) -> dict[str, str]:
+    """What F_widget_events keeps of a form: masked (the person's own data lives on their end user)."""
+    from endusers.privacy import mask_identity, mask_text
+
+    def masked(key: str, value: str) -> str:
+        if key in ("email", "phone"):
+            return mask_identity(kind=key, value=value)
+        if key == "name":
+            return value[:1] + "*" * (len(value) - 1)
+        return mask_text(value)
+
+    return {key: masked(key, value) for key, value in values.items()}
 
 
 def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, payload=None) -> WidgetEvent:
@@ -805,8 +858,10 @@ def widget_event_record(*, caller: WidgetCaller, event_type, session_id=None, pa
     if event_type == "page_view" and session is not None:
         _session_page_set(session=session, caller=caller, url=payload.get("url"))
     if event_type == "form_submit":
-        values = _form_values_clean(payload)
-        payload = {**payload, "values": values}
+        agent = session.agent if session is not None else caller.widget.agent
+        values = _form_values_clean(payload, extra_fields=agent.extra_form_fields)
+        payload = {key: value for key, value in payload.items() if key == "turn_id" and isinstance(value, str)}
+        payload["values"] = _form_values_stored(values)
         end_user = session.end_user if session is not None else None
         if end_user is not None:
             _form_claims_record(end_user=end_user, values=values)

@@ -65,11 +65,17 @@ class WidgetClaims:
     session_id: str
     verified: bool
     expires_at: datetime
+    key_fingerprint: str = ""  # of the widget's public key at issue: a rotation cuts the token off
 
     @property
     def principal(self) -> str:
         """Who the conversation belongs to: the verified end user, else the visitor."""
         return f"user:{self.end_user_id}" if self.verified else f"visitor:{self.visitor_id}"
+
+
+def public_key_fingerprint(public_key: str) -> str:
+    """A short digest of a widget's public key, carried in its tokens (the key itself is public anyway)."""
+    return hashlib.sha256((public_key or "").encode()).hexdigest()[:16]
 
 
 def widget_token_issue(
@@ -85,6 +91,7 @@ def widget_token_issue(
     token["end_user_id"] = end_user_id
     token["session_id"] = str(session_id)
     token["verified"] = bool(verified)
+    token["key"] = public_key_fingerprint(widget.public_key)
     expires_at = datetime.fromtimestamp(token["exp"], tz=token.current_time.tzinfo)
     return str(token), expires_at
 
@@ -114,6 +121,7 @@ def widget_token_verify(*, raw: str | None) -> WidgetClaims:
             session_id=str(token["session_id"]),
             verified=bool(token.get("verified")),
             expires_at=datetime.fromtimestamp(int(token["exp"]), tz=token.current_time.tzinfo),
+            key_fingerprint=str(token.get("key") or ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError("token_invalid", "위젯 토큰이 올바르지 않습니다. (The widget token is invalid.)", 401) from exc

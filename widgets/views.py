@@ -18,6 +18,7 @@ from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_safe
 
@@ -140,7 +141,7 @@ def embed(request, public_key: str):
 
 def _public_base(request) -> str:
     # PUBLIC_BASE_URL when configured explicitly; otherwise the address the operator is using.
-    if os.environ.get("PUBLIC_BASE_URL"):
+    if settings.PUBLIC_BASE_URL_CONFIGURED:
         return settings.PUBLIC_BASE_URL
     return request.build_absolute_uri("/").rstrip("/")
 
@@ -181,6 +182,7 @@ def _week_stats(widget) -> dict:
     return {k: v or 0 for k, v in totals.items()}
 
 
+@never_cache  # the page shows the widget's identity secret: never stored by a browser or proxy cache
 @login_required
 @require_GET
 def settings_page(request):

@@ -104,7 +104,7 @@ def test_empty_search_query_is_refused(person, query):
 def test_grounding_has_profile_preferences_and_ranked_memories(organization, person):
     memory_add(end_user=person, text="연락은 이메일을 선호함", kind="preference")
     refund = memory_add(end_user=person, text=REFUND)
-    policy = memory_add(organization=organization, text="환불 규정: 전자제품은 개봉 시 불가")
+    policy = memory_add(organization=organization, text="환불 규정: 전자제품은 개봉 시 불가", is_public=True)
     grounding = grounding_for(end_user=person, organization=organization, query="환불 규정 알려줘")
     assert grounding.profile == {"name": "민수", "preferences": ["연락은 이메일을 선호함"]}
     assert {m["id"] for m in grounding.memories} >= {refund.pk, policy.pk}
@@ -115,3 +115,39 @@ def test_fallback_ranking_matches_prefixes():
     assert fallback_score(terms=query_terms("환불 규정"), text=REFUND)[0]
     matched, score = fallback_score(terms=query_terms("배송"), text=REFUND)
     assert not matched and score < 0.35
+
+
+def test_internal_org_memories_never_reach_customers(organization, person):
+    """Issue 10 (Low): an internal note (a staff discount code) is never in a customer's grounding."""
+    public = memory_add(organization=organization, text="할인 행사: 이번 주 전 품목 10% 할인", is_public=True)
+    internal = memory_add(organization=organization, text="할인 코드 STAFF-ONLY-7777 은 직원 전용")
+    grounding = grounding_for(end_user=person, organization=organization, query="할인 코드 알려줘")
+    ids = {m["id"] for m in grounding.memories}
+    assert public.pk in ids and internal.pk not in ids
+    # Updating an internal memory keeps it internal; the operator's own search still finds it.
+    assert not memory_update(memory=internal, text="할인 코드 STAFF-ONLY-8888 은 직원 전용").is_public
+    assert memory_search_org(organization=organization, query="할인 코드")
+    # The organization's own staff (an `account` identity) are told internal knowledge.
+    from endusers.models import Identity
+
+    Identity.objects.create(organization=organization, end_user=person, kind="account", value="staff-1", verified=True)
+    staff_ids = {m["id"] for m in grounding_for(end_user=person, organization=organization,
+                                                 query="할인 코드 알려줘").memories}
+    assert internal.pk not in staff_ids  # superseded by the update
+    assert any("STAFF-ONLY-8888" in m["text"] for m in grounding_for(
+        end_user=person, organization=organization, query="할인 코드 알려줘").memories)
+
+
+def test_internal_org_memory_is_not_answered_to_an_anonymous_visitor(client, organization, agent, offline_llm):
+    from widgets.models import ChatWidget
+    from widgets.tests.support_api import init_ok, post_json
+
+    widget = ChatWidget.objects.create(organization=organization, agent=agent, name="Shop",
+                                       allowed_domains=["shop.example.com"])
+    memory_add(organization=organization, text="할인 코드 STAFF-ONLY-7777 은 직원 전용")
+    memory_add(organization=organization, text="할인 행사: 이번 주 전 품목 10% 할인", is_public=True)
+    started = init_ok(client, widget)
+    reply = post_json(client, "/api/widget/chat", {"message": "할인 코드 있어요?"}, token=started["widget_token"])
+    assert reply.status_code == 200
+    assert "STAFF-ONLY" not in reply.content.decode()
+    assert "10% 할인" in reply.json()["message"]  # the public one is answered

@@ -73,6 +73,9 @@ def test_merge_bad_inputs_change_nothing(organization, other_organization):
 def test_merge_command(two_people, capsys):
     source, target = two_people
     call_command("merge_end_users", str(source.pk), str(target.pk))
+    out = capsys.readouterr().out
+    assert f"INTO {target.pk} (verified)" in out and "nothing merged" in out
+    call_command("merge_end_users", str(source.pk), str(target.pk), "--yes")
     assert f"merged into {target.pk}" in capsys.readouterr().out
     with pytest.raises(CommandError, match="merge_same"):
         call_command("merge_end_users", str(target.pk), str(target.pk))
@@ -88,14 +91,15 @@ def test_find_duplicates_lists_claims_of_verified_identities(organization, capsy
     identity_claim(end_user=lonely, kind="email", value="lonely@example.com")
     call_command("find_duplicate_end_users")
     out = capsys.readouterr().out
-    assert f"{visitor.pk} -> {owner.pk}  same email o***@example.com" in out and "1 candidate(s)" in out
+    assert f"{visitor.pk} -> {owner.pk}  same email o***@example.com  [unverified claim]" in out
+    assert "0 merge proposal(s), 1 unverified claim(s)" in out
     assert "owner@example.com" not in out  # masked unless asked
 
 
 def test_admin_merge_action(admin_client, organization, two_people):
     source, target = two_people
     response = admin_client.post("/admin/endusers/enduser/", {
-        "action": "merge_into_oldest", "_selected_action": [source.pk, target.pk]}, follow=True)
+        "action": "merge_selected", "_selected_action": [source.pk, target.pk], "post": "yes"}, follow=True)
     assert response.status_code == 200
     target.refresh_from_db()
     assert target.merged_into_id == source.pk  # the oldest keeps everything

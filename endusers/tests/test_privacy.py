@@ -23,6 +23,16 @@ from runtime.services import turn_run
     ("card 4111 1111 1111 1111 ok", "card [card ****1111] ok"),
     ("card 4111-1111-1111-1111", "card [card ****1111]"),
     ("session 123e4567-e89b-12d3-a456-426614174000 on 2026-11-22, 1,000원", None),
+    # Issue 10: non-ASCII addresses and the hyphens people paste (U+2010, en dash, minus, fullwidth).
+    ("메일 müller@exämple.de 로", "메일 m***@exämple.de 로"),
+    ("메일 민수@예시.한국 입니다", "메일 민***@예시.한국 입니다"),
+    ("전화 010\u20101234\u20105678", "전화 [phone ***78]"),
+    ("전화 010\u20131234\u20135678", "전화 [phone ***78]"),
+    ("전화 010\uff0d1234\uff0d5678", "전화 [phone ***78]"),
+    ("card 4111\u22121111\u22121111\u22121111", "card [card ****1111]"),
+    # Long runs that made the old email pattern scan once per position: still correct.
+    ("a" * 5000 + " x@example.com", "a" * 5000 + " x***@example.com"),
+    ("1" * 3000, None),
 ])
 def test_mask_text(raw, masked):
     assert mask_text(raw) == (masked or raw)
@@ -125,3 +135,17 @@ def test_erase_command_keeps_counts_and_an_audit(organization, agent, offline_ll
     assert record.actor == "privacy-officer" and record.counts["messages"] == 1 and record.counts["identities"] == 1
     with pytest.raises(CommandError):
         call_command("erase_end_user", "999999")
+
+
+def test_logging_filter_cuts_huge_lines_before_masking():
+    """A 404 logs its whole path: the filter bounds the work by cutting the line first (issue 10, 5)."""
+    from endusers.privacy import LOG_MAX_CHARS
+
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s",
+                               ("/" + "a" * 1_000_000 + "/lee@example.com",), None)
+    PiiMaskingFilter().filter(record)
+    message = record.getMessage()
+    assert len(message) < LOG_MAX_CHARS + 40 and message.endswith("chars]")
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "mail %s", ("kim@example.org",), None)
+    PiiMaskingFilter().filter(record)
+    assert record.getMessage() == "mail k***@example.org"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import socket
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from kakao import conf
+
+logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("kakao.security")
 
 # FAIL messages Kakao documents as final: retrying cannot help.
 KNOWN_FAIL_MESSAGES = (
@@ -89,21 +96,74 @@ def _classify(response: httpx.Response) -> CallbackResult:
                           error=f"Unexpected callback status {kakao_status!r}.", **base)
 
 
+class CallbackAddressRefused(Exception):
+    pass
+
+
+def callback_address_pin(host: str, port: int) -> str:
+    """The address to connect to for `host`: resolved once, every address public, the first one.
+
+    The allowlist names hosts, but a name can point anywhere (or be re-pointed between a check and
+    the connection): a private, loopback, link-local, multicast or reserved address is refused, and
+    the POST goes to the address checked here (the Host header and TLS name stay the host's).
+    Raises CallbackAddressRefused; socket.gaierror when the name does not resolve.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            raise CallbackAddressRefused(f"{host} resolves to a non-public address")
+        addresses.append(address)
+    if not addresses:
+        raise CallbackAddressRefused(f"{host} has no address")
+    addresses.sort(key=lambda a: a.version)  # IPv4 first: the common route
+    return str(addresses[0])
+
+
+def _pinned(url: str) -> tuple[str, dict, dict]:
+    """(URL to the pinned address, extra headers, request extensions) for a callback URL."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if conf.test_loopback_callbacks() and host in ("127.0.0.1", "localhost"):
+        return url, {}, {}  # the tests' fake receiver on loopback, only under the test setting
+    address = callback_address_pin(host, port)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc += f":{parts.port}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return pinned, {"Host": parts.netloc.rsplit("@", 1)[-1]}, {"sni_hostname": host}
+
+
 def callback_post(*, url: str, body: dict, timeout: float | None = None) -> CallbackResult:
-    """POST the answer to the callback URL exactly as given. Never raises for network trouble."""
+    """POST the answer to the callback URL exactly as given, to its host's checked address. Never raises
+    for network trouble. Error texts are generic (no errno, address or port: the task API shows them)."""
     read = conf.callback_read_timeout() if timeout is None else min(timeout, conf.callback_read_timeout())
     connect = min(conf.callback_connect_timeout(), read)
     content = json.dumps(body, ensure_ascii=False).encode()
     try:
+        target, host_header, extensions = _pinned(url)
+    except CallbackAddressRefused as exc:
+        security_logger.warning("kakao callback refused: %s", exc)
+        return CallbackResult(Outcome.FINAL, error_code="callback_address_refused",
+                              error="The callback host does not resolve to a public address.", nothing_sent=True)
+    except (OSError, UnicodeError, ValueError) as exc:  # no such name, resolver down
+        logger.warning("kakao callback: could not resolve the callback host: %s", exc)
+        return CallbackResult(Outcome.RETRYABLE, error_code="connect_error", error="Could not resolve the callback host.",
+                              nothing_sent=True)
+    try:
         response = _http_client().post(
-            url, content=content, headers={"Content-Type": "application/json;charset=UTF-8"},
-            timeout=httpx.Timeout(read, connect=connect, pool=connect),
+            target, content=content, headers={"Content-Type": "application/json;charset=UTF-8", **host_header},
+            timeout=httpx.Timeout(read, connect=connect, pool=connect), extensions=extensions,
         )
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        return CallbackResult(Outcome.RETRYABLE, error_code="connect_error", error=f"{type(exc).__name__}: {exc}"[:500],
+        logger.warning("kakao callback: connect failed: %s", exc)
+        return CallbackResult(Outcome.RETRYABLE, error_code="connect_error", error="Could not connect to the callback host.",
                               nothing_sent=True)
     except httpx.TimeoutException as exc:
-        return CallbackResult(Outcome.RETRYABLE, error_code="timeout", error=f"{type(exc).__name__}: {exc}"[:500])
+        logger.warning("kakao callback: timed out: %s", exc)
+        return CallbackResult(Outcome.RETRYABLE, error_code="timeout", error="The callback host did not answer in time.")
     except httpx.HTTPError as exc:
-        return CallbackResult(Outcome.RETRYABLE, error_code="network_error", error=f"{type(exc).__name__}: {exc}"[:500])
+        logger.warning("kakao callback: network error: %s", exc)
+        return CallbackResult(Outcome.RETRYABLE, error_code="network_error", error="Network error while posting the callback.")
     return _classify(response)

@@ -114,12 +114,12 @@ def test_wrong_secret(client, kakao_bot, skill_body):
 def test_inactive_bot_is_refused(client, kakao_bot, skill_body):
     kakao_bot.is_active = False
     kakao_bot.save()
-    assert_error(post_skill(client, skill_body()), 401)
+    assert_error(post_skill(client, skill_body()), 403, "forbidden")
     nothing_stored()
 
 
 def test_other_bot_id(client, kakao_bot, skill_body):
-    assert_error(post_skill(client, skill_body(bot={"id": "ffffffffffffffffffffffff"})), 403, "bot_mismatch")
+    assert_error(post_skill(client, skill_body(bot={"id": "ffffffffffffffffffffffff"})), 403, "forbidden")
     assert_error(post_skill(client, skill_body(bot=None)), 400, "invalid")
     nothing_stored()
 

@@ -215,6 +215,30 @@ def test_same_client_message_id_twice(client, api_key, fake_llm):
     assert Turn.objects.count() == 1 and Session.objects.count() == 1
 
 
+def test_client_message_id_is_scoped_to_the_conversation(client, api_key, offline_llm):
+    """Issue 10 (3): a second conversation reusing client_message_id "1" never gets the first one's turn."""
+    first = post(client, {"message": "제 계좌번호는 110-222-333333", "client_message_id": "1"}, api_key).json()
+    other = post(client, {"message": "안녕하세요"}, api_key).json()
+    # The other conversation names its own session: its message "1" is a new turn of that session.
+    second = post(client, {"message": "두 번째 대화", "client_message_id": "1", "session_id": other["session_id"]},
+                  api_key)
+    assert second.status_code == 409, second.content
+    assert second.json()["error"]["code"] == "idempotency_conflict"
+    assert "110-222" not in second.content.decode()
+    # Ids used inside a named session belong to it: another session reusing them gets its own turn.
+    a = post(client, {"message": "A", "client_message_id": "x-1", "session_id": first["session_id"]}, api_key).json()
+    b = post(client, {"message": "B", "client_message_id": "x-1", "session_id": other["session_id"]}, api_key).json()
+    assert a["session_id"] == first["session_id"] and b["session_id"] == other["session_id"]
+    assert a["turn_id"] != b["turn_id"]
+    # A retry in the same session is still the same turn, and the first message's retry naming its session too.
+    again = post(client, {"message": "B", "client_message_id": "x-1", "session_id": other["session_id"]}, api_key)
+    assert again.json()["turn_id"] == b["turn_id"]
+    retry = post(client, {"message": "제 계좌번호는 110-222-333333", "client_message_id": "1",
+                          "session_id": first["session_id"]}, api_key).json()
+    assert retry["turn_id"] == first["turn_id"]
+    assert Turn.objects.filter(session_id=other["session_id"]).count() == 2
+
+
 def test_llm_down(client, api_key, settings):
     settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     settings.OPENAI_API_KEY = "x"

@@ -26,7 +26,7 @@ def test_readyz_is_503_when_the_database_is_down(client, db, monkeypatch):
     monkeypatch.setattr(health, "_check_database", broken)
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["database"] == {"ok": False, "error": "ConnectionError: connection refused"}
+    assert response.json()["checks"]["database"] == {"ok": False, "error": "ConnectionError"}  # the kind, not the text
 
 
 @pytest.mark.redis

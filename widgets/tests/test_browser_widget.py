@@ -572,7 +572,7 @@ def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_fac
     frame.click(".mw-form button[type=submit]")
     frame.wait_for_selector(".mw-form-done")
     event = WidgetEvent.objects.get(widget=widget, event_type="form_submit")
-    assert event.payload["values"] == {"name": "김민지", "email": "minji@example.com"}
+    assert event.payload["values"] == {"name": "김**", "email": "m***@example.com"}  # stored masked
     assert Identity.objects.filter(kind="email", verified=False).exists()
 
     # An expired or broken token: the iframe asks the host to re-init and the message still goes through.

@@ -152,8 +152,10 @@ async def test_expired_token_on_an_open_socket(widget, offline_llm):
     ws = await connect()
     await ws.send_json_to({"type": "join", "token": stale})
     assert (await ws.receive_json_from())["type"] == "joined"
-    await ws.send_json_to({"type": "user_message", "message": "안녕"})
+    # Past its expiry the socket is told and closed (issue 10): nothing more is delivered on it.
     assert (await ws.receive_json_from())["code"] == "token_expired"
+    assert await ws.receive_output() == {"type": "websocket.close", "code": 4401}
+    ws = await connect()
     await ws.send_json_to({"type": "join", "token": started["widget_token"]})  # renewed by re-init
     assert (await ws.receive_json_from())["type"] == "joined"
     await ws.send_json_to({"type": "user_message", "message": "안녕"})
@@ -174,4 +176,23 @@ async def test_joins_are_rate_limited(widget, settings):
         assert (await ws.receive_json_from())["type"] == "joined"
     await ws.send_json_to({"type": "join", "token": started["widget_token"]})
     assert (await ws.receive_json_from())["code"] == "rate_limited"
+    await ws.disconnect()
+
+
+@pytest.mark.redis
+async def test_a_joined_socket_stays_open_on_redis_past_the_blocking_pop(widget, offline_llm):
+    """Regression: with REDIS_URL, a joined socket closed 1011 about 6 s in (redis-py's 5 s read timeout
+    cut channels_redis's 5 s blocking pop). Idle past that, the socket still answers."""
+    import asyncio
+
+    started = await sync_to_async(_init)(widget)
+    ws = await connect()
+    await ws.send_json_to({"type": "join", "token": started["widget_token"]})
+    assert (await ws.receive_json_from())["type"] == "joined"
+    await asyncio.sleep(7)  # the idle time is the condition under test, not a wait for state
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=5) == {"type": "pong"}
+    await ws.send_json_to({"type": "user_message", "message": "안녕"})
+    frames = await receive_until(ws, "assistant_message", timeout=10)
+    assert frames[-1]["message"]
     await ws.disconnect()
