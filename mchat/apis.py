@@ -16,8 +16,8 @@ from endusers.models import EndUser
 from mchat import selectors, services
 from mchat.models import ChannelMapping, UserMapping
 from mejai.errors import ApiError
-from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 from runtime.auth import OPERATOR_AUTHENTICATION, HasOrganization
+from runtime.http import ERROR_SCHEMA, JsonErrorsMixin
 
 BOT_PARAMETER = OpenApiParameter("bot_id", int, description="Only this bot's mappings.")
 

@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from endusers.models import EndUser, Identity
-from endusers.services import end_user_canonical, identity_claim, identity_resolve
+from endusers.selectors import end_user_canonical
+from endusers.services import identity_claim, identity_resolve
 from mchat import conf
 from mchat.models import (
     ChannelMapping,
