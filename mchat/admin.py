@@ -1,6 +1,6 @@
 """Admin for Mattermost bots (write-only token), mappings (changes audited), the ledger and the outbox.
 
-Superusers see every organization; other staff only their own (runtime.Membership).
+Scoped with runtime.admin_scoping: superusers see every organization; other staff only their own.
 """
 
 from __future__ import annotations
@@ -18,47 +18,18 @@ from mchat.models import (
     UserMapping,
     WorkerStatus,
 )
-from runtime.models import Agent, Membership, Organization
+from runtime.admin_scoping import OrganizationScopedAdmin, OrganizationScopedForm, request_organization
 
 
-def organization_of(request) -> Organization | None:
-    membership = Membership.objects.select_related("organization").filter(user=request.user).first()
-    return membership.organization if membership else None
+def organization_of(request):
+    return request_organization(request)
 
 
 def actor_of(request) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-class OrganizationScopedAdmin(admin.ModelAdmin):
-    organization_path = "bot__organization"
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        organization = organization_of(request)
-        if organization is None:
-            return queryset.none()
-        return queryset.filter(**{self.organization_path: organization})
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if not request.user.is_superuser:
-            organization = organization_of(request)
-            if db_field.name == "organization":
-                kwargs["queryset"] = Organization.objects.filter(pk=getattr(organization, "pk", None))
-            elif db_field.name == "agent":
-                kwargs["queryset"] = Agent.objects.filter(organization=organization)
-            elif db_field.name == "bot":
-                kwargs["queryset"] = MattermostBot.objects.filter(organization=organization)
-            elif db_field.name == "end_user":
-                from endusers.models import EndUser
-
-                kwargs["queryset"] = EndUser.objects.filter(organization=organization)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-
-class MattermostBotForm(forms.ModelForm):
+class MattermostBotForm(OrganizationScopedForm):
     server_url = forms.URLField(label="서버 URL · Server URL", max_length=300, assume_scheme="https",
                                 help_text="e.g. https://mchat.example.com (without /api/v4).")
     token = forms.CharField(
@@ -107,7 +78,6 @@ class MattermostBotForm(forms.ModelForm):
 @admin.register(MattermostBot)
 class MattermostBotAdmin(OrganizationScopedAdmin):
     form = MattermostBotForm
-    organization_path = "organization"
     list_display = ["name", "organization", "agent", "server_url", "mode", "is_active", "worker_state"]
     list_filter = ["is_active", "mode"]
     search_fields = ["name", "server_url"]
@@ -168,6 +138,7 @@ class UserMappingAdmin(OrganizationScopedAdmin):
         return False  # mappings come from Mattermost; operators re-link them
 
     def save_model(self, request, obj, form, change):
+        self.organization_check(request, obj)
         if change and "end_user" in form.changed_data:
             services.user_mapping_link(bot=obj.bot, mchat_user_id=obj.mchat_user_id, end_user=obj.end_user,
                                        actor=actor_of(request))
@@ -187,6 +158,7 @@ class ChannelMappingAdmin(OrganizationScopedAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
+        self.organization_check(request, obj)
         services.channel_mapping_update(bot=obj.bot, mchat_channel_id=obj.mchat_channel_id, actor=actor_of(request),
                                         auto_reply=obj.auto_reply)
 
@@ -215,6 +187,5 @@ class OutboxPostAdmin(ReadOnlyAdmin):
 
 @admin.register(MappingAudit)
 class MappingAuditAdmin(ReadOnlyAdmin):
-    organization_path = "organization"
     list_display = ["created_at", "action", "actor", "bot", "detail"]
     list_filter = ["action"]

@@ -63,7 +63,7 @@ class ChannelMappingListApi(JsonErrorsMixin, ListAPIView):
     permission_classes = [HasOrganization]
     serializer_class = ChannelMappingOutput
 
-    class InputSerializer(serializers.Serializer):
+    class ChannelMappingInput(serializers.Serializer):
         bot_id = serializers.IntegerField()
         mchat_channel_id = serializers.RegexField(r"^[a-z0-9]{26}$")
         auto_reply = serializers.BooleanField(required=False)
@@ -78,10 +78,10 @@ class ChannelMappingListApi(JsonErrorsMixin, ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(operation_id="mchat_channel_mapping_save", request=InputSerializer,
+    @extend_schema(operation_id="mchat_channel_mapping_save", request=ChannelMappingInput,
                    responses={200: ChannelMappingOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
     def post(self, request):
-        data = self.InputSerializer(data=_object(request))
+        data = self.ChannelMappingInput(data=_object(request))
         data.is_valid(raise_exception=True)
         values = data.validated_data
         bot = selectors.bot_get_for_org(organization=request.user.organization, bot_id=values["bot_id"])
@@ -110,15 +110,15 @@ class UserMappingListApi(JsonErrorsMixin, ListAPIView):
 class UserMappingLinkApi(OperatorApi):
     """Link a Mattermost user to an end user of the organization (manual; pinned to the user id; audited)."""
 
-    class InputSerializer(serializers.Serializer):
+    class UserLinkInput(serializers.Serializer):
         bot_id = serializers.IntegerField()
         mchat_user_id = serializers.RegexField(r"^[a-z0-9]{26}$")
         end_user_id = serializers.IntegerField()
 
-    @extend_schema(operation_id="mchat_user_mapping_link", request=InputSerializer,
+    @extend_schema(operation_id="mchat_user_mapping_link", request=UserLinkInput,
                    responses={200: UserMappingOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
     def post(self, request):
-        data = self.InputSerializer(data=_object(request))
+        data = self.UserLinkInput(data=_object(request))
         data.is_valid(raise_exception=True)
         values = data.validated_data
         organization = request.user.organization
