@@ -9,7 +9,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test install install-dev migrate demo worker mchat-worker bench lint fmt clean chromium
+.PHONY: run test install install-dev migrate demo worker mchat-worker mchat-fake bench lint fmt clean chromium
 
 # What running needs (requirements.txt) — `make run`; test and tooling packages (pytest, Playwright,
 # ruff…) are installed only by the targets that use them (`make test`, `lint`, `bench`).
@@ -33,11 +33,18 @@ migrate: install
 demo: migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_setup
 
-## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000
+## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000;
+## when a Mattermost bot is configured (admin, or MCHAT_URL + MCHAT_BOT_TOKEN) its worker runs alongside
 run: demo
 	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v 0
 	@echo "mejai on http://localhost:$(PORT)  (Ctrl-C to stop)"
-	DEBUG=$${DEBUG:-1} $(PY) -m mejai.server -b $(HOST) -p $(PORT) mejai.asgi:application
+	@export DEBUG=$${DEBUG:-1}; \
+	if $(PY) manage.py mchat_worker --check; then \
+		$(PY) manage.py mchat_worker & MCHAT_PID=$$!; \
+		trap 'kill $$MCHAT_PID 2>/dev/null' EXIT INT TERM; \
+		echo "mchat: the Mattermost worker runs alongside (pid $$MCHAT_PID)"; \
+	fi; \
+	$(PY) -m mejai.server -b $(HOST) -p $(PORT) mejai.asgi:application
 
 ## make test: the whole suite (embedded defaults, or DATABASE_URL / REDIS_URL when set)
 test: install-dev chromium
@@ -55,6 +62,10 @@ worker: install
 
 mchat-worker: install
 	$(PY) manage.py mchat_worker
+
+## make mchat-fake: a fake Mattermost server on :8065 to try the bot without one (docs/mchat.md)
+mchat-fake: install
+	$(PY) -m mchat.fakes.server --port 8065
 
 bench: install-dev
 	$(PY) bench/run.py
