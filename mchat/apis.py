@@ -64,11 +64,15 @@ class ChannelMappingListApi(JsonErrorsMixin, ListAPIView):
     serializer_class = ChannelMappingOutput
 
     class ChannelMappingInput(serializers.Serializer):
-        bot_id = serializers.IntegerField()
-        mchat_channel_id = serializers.RegexField(r"^[a-z0-9]{26}$")
-        auto_reply = serializers.BooleanField(required=False)
-        name = serializers.CharField(required=False, allow_blank=True, max_length=64)
-        channel_type = serializers.ChoiceField(choices=ChannelMapping.Type.choices, required=False)
+        bot_id = serializers.IntegerField(help_text="The organization's Mattermost bot (its id in mejai).")
+        mchat_channel_id = serializers.RegexField(r"^[a-z0-9]{26}$",
+                                                  help_text="The Mattermost channel id (26 lowercase letters/digits).")
+        auto_reply = serializers.BooleanField(required=False,
+                                              help_text="Answer every post of the channel, not only mentions.")
+        name = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                     help_text="The channel's name, for operators.")
+        channel_type = serializers.ChoiceField(choices=ChannelMapping.Type.choices, required=False,
+                                               help_text="O public, P private, D direct, G group (Mattermost's codes).")
 
     def get_queryset(self):
         return selectors.channel_mappings_for_org(organization=self.request.user.organization,
@@ -111,9 +115,10 @@ class UserMappingLinkApi(OperatorApi):
     """Link a Mattermost user to an end user of the organization (manual; pinned to the user id; audited)."""
 
     class UserLinkInput(serializers.Serializer):
-        bot_id = serializers.IntegerField()
-        mchat_user_id = serializers.RegexField(r"^[a-z0-9]{26}$")
-        end_user_id = serializers.IntegerField()
+        bot_id = serializers.IntegerField(help_text="The organization's Mattermost bot (its id in mejai).")
+        mchat_user_id = serializers.RegexField(r"^[a-z0-9]{26}$",
+                                               help_text="The Mattermost user id (26 lowercase letters/digits).")
+        end_user_id = serializers.IntegerField(help_text="The end user (contact) of the organization to link to.")
 
     @extend_schema(operation_id="mchat_user_mapping_link", request=UserLinkInput,
                    responses={200: UserMappingOutput, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA})
