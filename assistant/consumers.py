@@ -18,6 +18,7 @@ from django.conf import settings
 from assistant import answering, backlog, conf, connections, protocol, reports, services
 from assistant.resume import resume_frames
 from mejai.errors import ApiError
+from mejai.middleware import JSON_MAX_DEPTH, json_too_deep
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +100,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error("frame_too_large", protocol.message_for("frame_too_large"),
                                   limit_bytes=conf.max_frame_bytes())
             return
+        if json_too_deep(text_data.encode("utf-8", "surrogatepass")):
+            await self.send_error("json_too_deep", f"JSON은 {JSON_MAX_DEPTH}단계까지만 중첩할 수 있습니다. "
+                                  f"(JSON may nest at most {JSON_MAX_DEPTH} levels.)")
+            return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_error("invalid_json", protocol.message_for("invalid_json"))
             return
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
             await self.send_error("invalid_frame", protocol.message_for("invalid_frame"))
+            return
+        refused = protocol.unstorable_field(content)
+        if refused is not None:
+            # NUL or a lone surrogate would reach a database lookup (PostgreSQL refuses both).
+            await self.send_error("invalid", "보낼 수 없는 문자(NUL 등)가 들어 있습니다. "
+                                  "(The frame holds characters that cannot be stored, e.g. NUL.)", field=refused)
             return
         await self.receive_json(content)
 
@@ -179,7 +190,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await connections.client_register(channel_name=self.channel_name, client_id=self.client_id,
                                           organization_id=caller.organization.pk)
         self.registered = True
-        if last_seq is not None and not (isinstance(last_seq, int) and not isinstance(last_seq, bool) and last_seq >= 0):
+        if last_seq is not None and not protocol.seq_valid(last_seq):
             last_seq = 0  # a resume point that is not a seq: the client gets everything it can
         self.delivered = last_seq if last_seq is not None else await backlog.seq_current(client_id=self.client_id)
         await self.send_local({"type": "ready", "protocol": protocol.PROTOCOL_VERSION, "client_id": self.client_id,
@@ -268,9 +279,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         Channels hands this consumer one message at a time, so no live frame interleaves: after
         this, live frames at or below what was sent are dropped by seq.
         """
-        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
-            raise ApiError("invalid", "last_seq는 0 이상의 정수입니다. (last_seq is a non-negative integer.)",
-                           field="last_seq")
+        if not protocol.seq_valid(last_seq):
+            raise ApiError("invalid", f"last_seq는 0 이상 {protocol.MAX_SEQ} 이하의 정수입니다. "
+                           f"(last_seq is a whole number from 0 to {protocol.MAX_SEQ}.)", field="last_seq")
         frames = await resume_frames(client_id=self.client_id, client_pk=self.client.pk, last_seq=last_seq)
         self.delivered = last_seq
         for frame in frames:

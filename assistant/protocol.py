@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PROTOCOL_VERSION = 1
 
 CLIENT_TYPES = ("auth", "chat", "resume", "stop", "ping")
@@ -63,3 +65,36 @@ def frame_queued(*, turn_id, message_id: str, message: str, agent_name: str, pos
 
 def frame_auto_report(*, content: str, task_id) -> dict:
     return {"type": "auto_report", "content": content, "task_id": str(task_id) if task_id else None}
+
+
+# The largest seq a client may name: far above any real stream, and below what Redis stream ids and
+# JavaScript numbers hold exactly (2**53).
+MAX_SEQ = 10**15
+
+
+def seq_valid(value) -> bool:
+    """A `last_seq` a client may send: a whole number from 0 to MAX_SEQ (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_field(value, path: str = "") -> str | None:
+    """The path of the first string in a frame holding NUL or a lone surrogate (which PostgreSQL
+    refuses), or None. Keys count too."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            return path or "frame"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable_field(key, path or "frame") or unstorable_field(item, f"{path}.{key}".strip("."))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable_field(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None

@@ -118,6 +118,8 @@ async def test_another_users_client_id_is_refused(member_token, organization, ot
 async def test_invalid_and_expired_tokens(member, settings):
     from rest_framework_simplejwt.tokens import AccessToken
 
+    # Not a test of the auth timeout: on a loaded machine four auth frames must not race it.
+    settings.ASSISTANT_AUTH_TIMEOUT_SECONDS = 120
     ws = await ChatSocket(new_client_id()).open()
     await ws.send({"type": "auth", "token": "garbage"})
     assert (await ws.recv())["code"] == "token_invalid"
@@ -148,3 +150,29 @@ async def test_user_without_organization_is_refused(organization):
     ws = await ChatSocket(new_client_id()).open()
     await ws.send({"type": "auth", "token": await sync_to_async(access_token)(loner)})
     assert (await ws.recv())["code"] == "account_invalid"
+
+
+async def test_unstorable_text_deep_json_and_huge_seqs_get_error_frames(member_token):
+    """NUL or a lone surrogate anywhere in a frame, JSON nested too deep, a last_seq past any stream:
+    an error frame each, the socket stays open and nothing is stored (found by a review on PostgreSQL:
+    these closed the socket with 1011)."""
+    import json
+
+    ws = await ChatSocket(new_client_id()).open()
+    await ws.auth(member_token)
+    await ws.send({**chat_frame("안녕"), "id": "n\u00002"})
+    refused = await ws.recv()
+    assert refused["type"] == "error" and refused["code"] == "invalid" and refused["field"] == "id"
+    await ws.send({**chat_frame("안녕"), "agent_name": "sup\u0000port"})
+    assert (await ws.recv())["field"] == "agent_name"
+    await ws.send(json.dumps({"type": "chat", "message": "\ud800"}, ensure_ascii=True))
+    assert (await ws.recv())["field"] == "message"
+    await ws.send("[" * 5000 + "]" * 5000)
+    assert (await ws.recv())["code"] == "json_too_deep"
+    await ws.send({"type": "resume", "last_seq": 10**23})
+    too_far = await ws.recv()
+    assert too_far["code"] == "invalid" and too_far["field"] == "last_seq"
+    await ws.send({"type": "ping"})
+    assert (await ws.recv())["type"] == "pong"
+    assert await sync_to_async(Turn.objects.count)() == 0
+    await ws.close()

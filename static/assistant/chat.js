@@ -262,8 +262,15 @@
       try { frame = JSON.parse(ev.data); } catch (e) { return; }
       handle(frame);
     };
-    socket.onclose = function () {
+    socket.onclose = function (ev) {
       socket = null;
+      if (ev && ev.code === 4403) {
+        // This browser's client_id belongs to someone else (another user logged in here before):
+        // take a new one, or the page would retry the refused id for ever.
+        clientId = randomId("web-");
+        lastSeq = 0;
+        try { localStorage.setItem(CLIENT_KEY, clientId); } catch (e) { /* ignore */ }
+      }
       if (!navigator.onLine) { setState("offline"); return; }
       setState("reconnecting");
       var delay = Math.min(5000, 300 * Math.pow(2, retries++));
