@@ -14,7 +14,7 @@ class AssistantConfig(AppConfig):
     verbose_name = "Realtime assistant"
 
     def ready(self):
-        from assistant.delegation import commands_register
+        from assistant.delegation import commands_register, tools_register
         from assistant.images import image_parts_for_turn
         from runtime.context import system_prompt_default_register, user_parts_provider_register
         from runtime.models import Channel
@@ -22,3 +22,4 @@ class AssistantConfig(AppConfig):
         system_prompt_default_register(channel=Channel.ASSISTANT, text=ASSISTANT_SYSTEM_PROMPT)
         user_parts_provider_register(image_parts_for_turn)
         commands_register()
+        tools_register()

@@ -1,5 +1,6 @@
-"""Delegated tasks: `/task <지시>` hands a longer job to a Celery job that answers it as its own turn
-and reports back with an `auto_report` (task_id = the DelegatedTask's id). Visible in admin."""
+"""Delegated tasks: `/task <지시>`, or the model's `delegate_task` tool, hands a longer job to a Celery job
+that answers it as its own turn and reports back with an `auto_report` (task_id = the DelegatedTask's
+id). Visible in admin."""
 
 from __future__ import annotations
 
@@ -12,10 +13,22 @@ from assistant.models import AssistantClient, DelegatedTask
 from assistant.reports import report_create
 from runtime.commands import CommandContext, CommandReply, command_register, session_language
 from runtime.models import Channel, Turn
+from runtime.text import text_clean
+from runtime.tools import ToolArgumentsError, ToolCallContext, ToolResult, tool_register
 
 logger = logging.getLogger(__name__)
 
 TASK_SECONDS = 600
+MAX_INSTRUCTION_CHARS = 2000  # the model's instruction becomes the task turn's message
+
+DELEGATE_TASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "instruction": {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS,
+                        "description": "what to do, self-contained, in the user's language"},
+    },
+    "required": ["instruction"],
+}
 
 
 def delegated_task_create(*, client: AssistantClient, agent, instruction: str, source_turn=None) -> DelegatedTask:
@@ -69,18 +82,64 @@ def delegated_task_run(*, task_id: str) -> str:
     return task.status
 
 
+def _session_client(session) -> AssistantClient | None:
+    """The assistant client (browser tab) a session talks through: where a task's report goes."""
+    client_id = (session.metadata or {}).get("client_id")
+    if not client_id:
+        return None
+    return AssistantClient.objects.filter(client_id=client_id, organization_id=session.organization_id).first()
+
+
 def _task_command(ctx: CommandContext) -> CommandReply:
     korean = session_language(ctx.session, ctx.text) != "en"
     if not ctx.args:
         return CommandReply("사용법: /task <지시>" if korean else "Usage: /task <instruction>")
-    client_id = (ctx.session.metadata or {}).get("client_id")
-    client = AssistantClient.objects.filter(client_id=client_id, organization=ctx.organization).first()
+    client = _session_client(ctx.session)
     if client is None:
         return CommandReply("이 대화에서는 작업을 맡길 수 없어요." if korean else "Tasks cannot be delegated here.")
     task = delegated_task_create(client=client, agent=ctx.session.agent, instruction=ctx.args, source_turn=ctx.turn)
     short = str(task.pk)[:8]
     return CommandReply(f"작업을 맡겼어요 (작업 {short}). 끝나면 보고드릴게요." if korean
                         else f"Task delegated (task {short}). I will report back when it is done.")
+
+
+def _delegate_tool_offered(session) -> bool:
+    # Only where a report can reach someone, and never inside a task's own session (a job that
+    # delegates itself again would never end).
+    metadata = session.metadata or {}
+    return bool(metadata.get("client_id")) and not metadata.get("delegated_task")
+
+
+def _delegate_tool(ctx: ToolCallContext) -> ToolResult:
+    """The model's `delegate_task` call: the same task `/task` starts. ToolArgumentsError for an
+    instruction that is missing, not a string, empty or longer than MAX_INSTRUCTION_CHARS."""
+    instruction = ctx.arguments.get("instruction")
+    if not isinstance(instruction, str) or not text_clean(instruction):
+        raise ToolArgumentsError("instruction must be a non-empty string")
+    instruction = text_clean(instruction)
+    if len(instruction) > MAX_INSTRUCTION_CHARS:
+        raise ToolArgumentsError(f"instruction is limited to {MAX_INSTRUCTION_CHARS} characters")
+    client = _session_client(ctx.session)
+    if client is None:
+        raise ToolArgumentsError("this conversation has no assistant client to report to")
+    task = delegated_task_create(client=client, agent=ctx.session.agent, instruction=instruction,
+                                 source_turn=ctx.turn)
+    short = str(task.pk)[:8]
+    korean = session_language(ctx.session, ctx.turn.user_text) != "en"
+    return ToolResult(
+        f"작업을 맡겼어요 (작업 {short}). 끝나면 보고드릴게요." if korean
+        else f"Task delegated (task {short}). I will report back when it is done.",
+        record={"task_id": str(task.pk)},
+    )
+
+
+def tools_register() -> None:
+    tool_register(
+        "delegate_task", schema=DELEGATE_TASK_SCHEMA, handler=_delegate_tool, channels={Channel.ASSISTANT},
+        offered=_delegate_tool_offered,
+        description=("Hand a longer job (research, analysis, a long write-up) to a background task; "
+                     "the user gets a report when it is done. Use only when the job would take long to answer now."),
+    )
 
 
 def commands_register() -> None:

@@ -34,12 +34,18 @@ class Answer:
     error_message: str = ""
 
 
-def answer_assemble(*, end: StreamEnd, calls: list[ToolCall], extra_form_fields=()) -> Answer:
-    """Turn a finished stream into the stored answer, or an error code when there is none."""
+def answer_assemble(*, end: StreamEnd, calls: list[ToolCall], extra_form_fields=(), tool_texts=(),
+                    tool_records=(), tool_warnings=()) -> Answer:
+    """Turn a finished stream into the stored answer, or an error code when there is none.
+
+    `calls` are the output-tool calls; the channel tools (runtime/tools.py) the pipeline already ran
+    give `tool_texts` (confirmations appended to the reply), `tool_records` (diagnostics
+    `tool_calls`) and `tool_warnings` (their unusable calls).
+    """
     # The payload helpers live with the pipeline (runtime.services imports this module).
     from runtime.services import _quick_replies_from, _render_plan, _response_schema_from
 
-    warnings = list(end.warnings)
+    warnings = list(end.warnings) + list(tool_warnings)
     quick_replies: list[dict] = []
     response_schema = None
     for call in calls:
@@ -59,8 +65,10 @@ def answer_assemble(*, end: StreamEnd, calls: list[ToolCall], extra_form_fields=
         diagnostics["parameters"] = end.parameters
     if warnings:
         diagnostics["warnings"] = warnings
+    if tool_records:
+        diagnostics["tool_calls"] = list(tool_records)
 
-    message = end.text.strip()
+    message = "\n\n".join(part for part in (end.text.strip(), *tool_texts) if part)
     if not message and not quick_replies and response_schema is None:
         filtered = end.finish_reason == "content_filter"
         return Answer(

@@ -35,6 +35,7 @@ from runtime.identities import end_user_resolve
 from runtime.models import Agent, Channel, Organization, Session, Turn
 from runtime.storage import storage_text
 from runtime.text import user_text_validate
+from runtime.tools import ModelTool, ToolArgumentsError, ToolCallContext, tools_for
 
 logger = logging.getLogger(__name__)
 
@@ -599,12 +600,14 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     agent = session.agent
     context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page)
     provider = provider_get()
+    tools_offered = agent.tools_enabled and provider.name != "offline"
+    channel_tools = tools_for(session.channel, session) if tools_offered else []
     request = LLMRequest(
         messages=context.messages,
         model=agent.model_name,
         temperature=agent.temperature,
         max_tokens=agent.max_tokens,
-        tools=OUTPUT_TOOLS if agent.tools_enabled and provider.name != "offline" else None,
+        tools=[*OUTPUT_TOOLS, *(t.spec() for t in channel_tools)] if tools_offered else None,
         profile=context.grounding.profile,
         memories=context.grounding.memories,
         knowledge=context.grounding.knowledge,
@@ -669,7 +672,18 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     finally:
         await stream.aclose()
 
-    answer = answer_assemble(end=end, calls=calls, extra_form_fields=session.agent.extra_form_fields)
+    by_name = {t.name: t for t in channel_tools}
+    tool_texts, tool_records, tool_warnings = [], [], []
+    for call in [c for c in calls if c.name in by_name]:
+        text, record, warning = await sync_to_async(_channel_tool_run)(by_name[call.name], turn, call.arguments)
+        if text:
+            tool_texts.append(text)
+        tool_records.append(record)
+        if warning:
+            tool_warnings.append(warning)
+    answer = answer_assemble(end=end, calls=[c for c in calls if c.name not in by_name],
+                             extra_form_fields=session.agent.extra_form_fields, tool_texts=tool_texts,
+                             tool_records=tool_records, tool_warnings=tool_warnings)
     usage_fields = {"tokens_in": usage.tokens_in if usage else None, "tokens_out": usage.tokens_out if usage else None,
                     "ttft_ms": ttft_ms, "latency_ms": int((time.monotonic() - started) * 1000)}
     if answer.error_code:
@@ -688,7 +702,27 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     if finished is None:
         yield _event_storage_failed(turn)
         return
+    # The tools' confirmations follow the streamed text, sent once the turn is stored (a client
+    # leaving here cannot leave it half-finished).
+    for text in tool_texts:
+        yield event_delta(turn_id=turn.id, text=("\n\n" if parts else "") + text, index=len(parts))
+        parts.append(text)
     yield event_message(turn_payload(finished))
+
+
+def _channel_tool_run(tool: ModelTool, turn: Turn, arguments: dict) -> tuple[str, dict, dict | None]:
+    """Run a channel tool's handler: (confirmation text, record for diagnostics, warning or None).
+    Unusable arguments or a failing handler become a warning on the turn, never a failed answer."""
+    try:
+        result = tool.handler(ToolCallContext(turn=turn, session=turn.session, arguments=arguments))
+    except ToolArgumentsError as exc:
+        detail = str(exc)[:200]
+        return "", {"tool": tool.name, "status": "unusable", "detail": detail}, {
+            "code": "tool_call_unusable", "tool": tool.name, "detail": detail}
+    except Exception:
+        logger.exception("turn %s: tool %s failed", turn.id, tool.name)
+        return "", {"tool": tool.name, "status": "failed"}, {"code": "tool_call_failed", "tool": tool.name}
+    return result.message, {"tool": tool.name, "status": "ok", **result.record}, None
 
 
 async def turn_stream(*, page: dict | None = None, **start_kwargs) -> AsyncIterator[TurnEvent]:
