@@ -42,6 +42,15 @@ class KakaoBotAdmin(OrganizationScopedAdmin):
         ("기록", {"fields": ["created_at", "updated_at"]}),
     ]
 
+    def get_urls(self):
+        from django.urls import path
+
+        from kakao.admin_simulator import kakao_simulator_view
+
+        simulator = path("<int:bot_id>/simulator/", self.admin_site.admin_view(kakao_simulator_view),
+                         name="kakao_kakaobot_simulator")
+        return [simulator, *super().get_urls()]  # before the catch-all "<object_id>/" of ModelAdmin
+
     @admin.display(description="callback hosts")
     def hosts(self, obj):
         return ", ".join(obj.allowed_callback_hosts or [])

@@ -320,8 +320,10 @@ def callback_enqueue(*, task_id) -> None:
         callback_deliver_task.apply_async((str(task_id),), connection=conn, retry=False)
 
 
-def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
+def skill_receive(*, bot: KakaoBot, skill: SkillRequest, session_metadata_extra: dict | None = None) -> SkillAccepted:
     """Store the user's message and decide how it is answered. Never calls the LLM.
+
+    `session_metadata_extra` is added to a new session's metadata (the simulator's `preview`).
 
     With a usable callbackUrl the turn and its callback task are stored in one transaction and
     the job is queued on commit; the answer is the acknowledgement. Otherwise the caller answers
@@ -357,7 +359,7 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted:
             end_user=kakao_user.end_user, client_message_id=callback.token_hash if callback else "",
             idempotency_scope=f"bot:{bot.pk}",
             session_metadata={"kakao_bot_id": bot.bot_id, "kakao_user_key": skill.user_id,
-                              "plusfriend_user_key": skill.plusfriend_user_key},
+                              "plusfriend_user_key": skill.plusfriend_user_key, **(session_metadata_extra or {})},
         )
         if turn.session_id != kakao_user.session_id:
             KakaoUser.objects.filter(pk=kakao_user.pk).update(session_id=turn.session_id)
