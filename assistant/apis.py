@@ -9,11 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from assistant import reports, selectors
-from assistant.models import AssistantClient
-from mejai.errors import ApiError
 from runtime.auth import OPERATOR_AUTHENTICATION, ApiKeyAuthentication, HasOrganization
-from runtime.http import JsonErrorsMixin, LimitedJSONParser, json_object
-from runtime.models import Membership
+from runtime.http import JsonErrorsMixin, LimitedJSONParser, TextField, json_object
 
 
 class ReportCreateApi(JsonErrorsMixin, APIView):
@@ -27,13 +24,13 @@ class ReportCreateApi(JsonErrorsMixin, APIView):
     parser_classes = [LimitedJSONParser]
 
     class ReportInputSerializer(serializers.Serializer):
-        content = serializers.CharField(max_length=reports.MAX_REPORT_CHARS, trim_whitespace=True,
+        content = TextField(max_length=reports.MAX_REPORT_CHARS, trim_whitespace=True,
                                         help_text="The report, markdown (shown with the safe renderer).")
-        client_id = serializers.CharField(required=False, max_length=64,
+        client_id = TextField(required=False, max_length=64,
                                           help_text="The client_id to report to (exactly one of client_id and user).")
-        user = serializers.CharField(required=False, max_length=150,
+        user = TextField(required=False, max_length=150,
                                      help_text="The username of a member of the key's organization.")
-        task_id = serializers.CharField(required=False, max_length=100, allow_blank=True,
+        task_id = TextField(required=False, max_length=100, allow_blank=True,
                                         help_text="Your own id of the finished job, sent as the frame's task_id.")
 
     class ReportOutputSerializer(serializers.Serializer):
@@ -47,20 +44,8 @@ class ReportCreateApi(JsonErrorsMixin, APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         organization = request.user.organization
-        if bool(values.get("client_id")) == bool(values.get("user")):
-            raise ApiError("invalid", "client_id와 user 중 하나만 주세요. (Give exactly one of client_id and user.)", 400)
-        client = user = None
-        if values.get("client_id"):
-            # Another organization's client looks exactly like one that does not exist.
-            client = AssistantClient.objects.filter(client_id=values["client_id"], organization=organization).first()
-            if client is None:
-                raise ApiError("not_found", "클라이언트를 찾을 수 없습니다. (Client not found.)", 404, field="client_id")
-        else:
-            membership = (Membership.objects.select_related("user")
-                          .filter(organization=organization, user__username=values["user"]).first())
-            if membership is None:
-                raise ApiError("not_found", "사용자를 찾을 수 없습니다. (User not found.)", 404, field="user")
-            user = membership.user
+        client, user = reports.report_recipient_resolve(organization=organization, client_id=values.get("client_id"),
+                                                        username=values.get("user"))
         report = reports.report_create(organization=organization, content=values["content"], client=client, user=user,
                                        external_task_id=values.get("task_id") or "")
         body = {"report_id": report.pk, "client_id": client.client_id if client else None, "status": "queued"}

@@ -47,6 +47,27 @@ def report_frame(report: Report) -> dict:
             "report_id": report.pk}
 
 
+def report_recipient_resolve(*, organization, client_id: str | None = None, username: str | None = None):
+    """(client, user) a report goes to: exactly one of an organization's client_id or a member's
+    username. ApiError 400 for both or neither; 404 for one that is not the organization's (another
+    organization's client or user looks exactly like one that does not exist)."""
+    from mejai.errors import ApiError
+    from runtime.models import Membership
+
+    if bool(client_id) == bool(username):
+        raise ApiError("invalid", "client_id와 user 중 하나만 주세요. (Give exactly one of client_id and user.)", 400)
+    if client_id:
+        client = AssistantClient.objects.filter(client_id=client_id, organization=organization).first()
+        if client is None:
+            raise ApiError("not_found", "클라이언트를 찾을 수 없습니다. (Client not found.)", 404, field="client_id")
+        return client, None
+    membership = (Membership.objects.select_related("user")
+                  .filter(organization=organization, user__username=username).first())
+    if membership is None:
+        raise ApiError("not_found", "사용자를 찾을 수 없습니다. (User not found.)", 404, field="user")
+    return None, membership.user
+
+
 def report_create(*, organization, content: str, client: AssistantClient | None = None, user=None,
                   task=None, external_task_id: str = "") -> Report:
     """Store a report for a client (or a user: their most recently seen client, else their next one)

@@ -147,3 +147,10 @@ ERROR_SCHEMA = inline_serializer(
 )
 
 
+class TextField(serializers.CharField):
+    """A CharField that takes only JSON strings (DRF's own would turn 12345 or true into text)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -25,6 +25,7 @@ from runtime.http import (
     LimitedJSONParser,
     MessageTextField,
     PayloadOutput,
+    TextField,
     json_object,
     outcome_response,
     stream_requested,
@@ -93,15 +94,6 @@ class WidgetApiMixin(JsonErrorsMixin):
         return response
 
     json_object = staticmethod(json_object)
-
-
-class TextField(serializers.CharField):
-    """A CharField that takes only JSON strings (DRF would turn 12345 or true into text)."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class UserIdField(serializers.CharField):

@@ -104,6 +104,8 @@ async def test_reports_api_bad_input_and_other_organizations(member_token, api_k
         (api_key, {"content": "x", "client_id": client_id, "user": "alice"}, 400, "invalid"),
         (api_key, {"client_id": client_id}, 400, None),
         (api_key, "not json", 400, None),
+        (api_key, {"content": 123, "client_id": client_id}, 400, None),  # not text: refused, not coerced
+        (api_key, {"content": "x", "client_id": ["a"]}, 400, None),
         (api_key, {"content": "x", "client_id": "nobody-here-123"}, 404, "not_found"),
         (api_key, {"content": "x", "user": "mallory"}, 404, "not_found"),  # a user of another organization
         (other_api_key, {"content": "침입", "client_id": client_id}, 404, "not_found"),
