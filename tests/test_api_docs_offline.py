@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 
 
 def test_docs_page_loads_nothing_from_a_cdn(client):
@@ -32,34 +29,23 @@ def test_sidecar_is_pinned():
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_docs_render_offline_in_a_browser(live_server_asgi):
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make chromium)")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+def test_docs_render_offline_in_a_browser(live_server_asgi, browser):
     outside: list[str] = []
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
 
-            def offline(route):
-                host = urlsplit(route.request.url).hostname
-                if host in ("127.0.0.1", "localhost"):
-                    return route.continue_()
-                outside.append(route.request.url)
-                return route.abort()
+    def offline(route):
+        host = urlsplit(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost"):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
 
-            page.route("**/*", offline)  # no network but this server: as on a machine without internet
-            page.goto(f"{live_server_asgi.url}/api/docs/")
-            page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
-            assert "mejai API" in page.text_content(".swagger-ui .info .title")
-            page.wait_for_selector(".opblock-tag", timeout=20_000)
-            (ROOT / "test-artifacts").mkdir(exist_ok=True)
-            page.screenshot(path=str(ROOT / "test-artifacts" / "api-docs-1280.png"))
-            browser.close()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    page.route("**/*", offline)  # no network but this server: as on a machine without internet
+    page.goto(f"{live_server_asgi.url}/api/docs/")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "mejai API" in page.text_content(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock-tag", timeout=20_000)
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "test-artifacts" / "api-docs-1280.png"))
+    page.close()
     assert outside == []
