@@ -40,7 +40,9 @@ def test_dm_flat_channel_threaded_and_thread_reply_same_root(mm, mchat_bot, fake
     assert mapping.linked_by == "verified_email"
     # Exactly once: one reply per question, whatever else the worker saw.
     assert len([p for p in bot_posts(mm) if "교환은" in p["message"]]) == 1
-    assert InboundPost.objects.filter(post_id=follow["id"]).get().status == "answered"
+    # The ledger row is marked after the final edit is posted: wait for that state, not for time.
+    wait_until(lambda: InboundPost.objects.filter(post_id=follow["id"], status="answered").exists(),
+               message=worker.output())
 
 
 def test_loop_bait_and_mention_parsing(mm, mchat_bot, fake_llm, start_worker):
