@@ -44,7 +44,8 @@ def test_a_mention_gets_one_threaded_streamed_answer(mm, mchat_bot, organization
     assert turn.session.channel == "mchat" and turn.session.metadata["mchat_root_id"] == question["id"]
     assert turn.session.end_user_id == known.pk  # the same person as in the other channels
     assert Session.objects.filter(channel="mchat").count() == 1
-    assert OutboxPost.objects.filter(inbound__post_id=question["id"], status="sent").count() == 1
+    wait_until(lambda: OutboxPost.objects.filter(inbound__post_id=question["id"], status="sent").count() == 1,
+               message=worker.output())
     # The Celery worker ran the after-answer job (rules capture): the name said in Mattermost is on the profile.
     wait_until(lambda: EndUser.objects.get(pk=known.pk).display_name == "김민수", timeout=60)
     wait_until(lambda: EndUserMessage.objects.filter(turn=turn, end_user=known).exists(), timeout=30)
