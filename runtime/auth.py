@@ -45,6 +45,22 @@ class OrganizationPrincipal:
         return f"api_key:{self.api_key.key_prefix}" if self.api_key else "organization"
 
 
+def api_key_principal(raw: str) -> OrganizationPrincipal:
+    """The organization behind a clear API key (`mj_sk_…`), for DRF and plain views alike.
+
+    Raises rest_framework.exceptions.AuthenticationFailed (401) for an unknown or revoked key.
+    """
+    key = ApiKey.objects.select_related("organization").filter(key_hash=api_key_hash(raw)).first()
+    if key is None:
+        raise exceptions.AuthenticationFailed("Invalid API key.")
+    if key.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("This API key has been revoked.")
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return OrganizationPrincipal(key.organization, key)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer mj_sk_…`."""
 
@@ -58,15 +74,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw.startswith(ApiKey.PREFIX):
             return None  # not ours: another authenticator (e.g. a staff JWT) may take it
-        key = ApiKey.objects.select_related("organization").filter(key_hash=api_key_hash(raw)).first()
-        if key is None:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        if key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.")
-        now = timezone.now()
-        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        return OrganizationPrincipal(key.organization, key), key
+        principal = api_key_principal(raw)
+        return principal, principal.api_key
 
     def authenticate_header(self, request) -> str:
         return self.keyword
