@@ -66,8 +66,8 @@ def admin_index(request):
 
 
 def overview_cached(*, organizations: list) -> list:
-    """overview_build, kept ADMIN_OVERVIEW_CACHE_SECONDS per organization set and language: at 1M turns one
-    build reads the whole 30-day window (bench/RESULTS.md), too much for every visit of the index."""
+    """overview_build, kept ADMIN_OVERVIEW_CACHE_SECONDS per organization set and language when that is set
+    (default 0: every visit builds it; it reads the daily roll-up, bench/RESULTS.md)."""
     from django.conf import settings
     from django.core.cache import cache
     from django.utils.translation import get_language

@@ -11,3 +11,9 @@ class RuntimeConfig(AppConfig):
 
         # Admin has registered every ModelAdmin by now (django.contrib.admin is ready first).
         labels_translate()
+
+        from mejai.overview import on_turn_finished
+        from runtime import signals
+
+        # The overview's daily roll-up learns that a closed day changed (a turn finished after midnight).
+        signals.turn_finished.connect(on_turn_finished, dispatch_uid="overview.turn_finished")

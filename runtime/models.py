@@ -277,3 +277,58 @@ class Conversation(Session):
         proxy = True
         verbose_name = "conversation"
         verbose_name_plural = "conversations"
+
+
+class DailyStat(models.Model):
+    """The overview's daily roll-up: one row per organization × channel × agent × day (in TIME_ZONE).
+
+    Written only by mejai.overview.rollup_day (whole days, recomputed from D_conv_turns, never
+    incremented), so it can always be rebuilt (`manage.py overview_rollup`). Turns of preview
+    sessions ("test this agent", the widget preview) are not counted. `conversations` counts the
+    conversations *started* that day (their first turn), so sums over days stay exact.
+    `latency_histogram` maps a bucket's lower bound in ms (as a string) to the number of completed
+    model answers whose latency fell in it (bucket widths: mejai.overview.latency_bucket).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=20)
+    day = models.DateField()
+    conversations = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=dict, blank=True)  # {"llm_timeout": 3, ...}
+    latency_histogram = models.JSONField(default=dict, blank=True)  # {"300": 12, "1050": 4, ...}
+    callbacks_delivered = models.PositiveIntegerField(default=0)  # deferred replies posted (Kakao callbacks)
+    callbacks_failed = models.PositiveIntegerField(default=0)  # ... failed or expired
+
+    class Meta:
+        db_table = "F_conv_daily_stats"
+        ordering = ["organization", "-day"]
+        verbose_name = "daily statistics"
+        verbose_name_plural = "daily statistics"
+        constraints = [models.UniqueConstraint(fields=["organization", "day", "channel", "agent"],
+                                               name="daily_stat_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.channel} {self.day}"
+
+
+class DailyStatDay(models.Model):
+    """Which days DailyStat holds: `rolled_at` is when that day's roll-up read the turns; a turn of the
+    day finishing later sets `changed_at` (turn_finished receiver), and `unfinished` counts the turns
+    still open at roll-up time. The day is rolled up again while changed_at >= rolled_at or unfinished > 0."""
+
+    day = models.DateField(primary_key=True)
+    rolled_at = models.DateTimeField()
+    changed_at = models.DateTimeField(null=True, blank=True)
+    unfinished = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "F_conv_daily_stat_days"
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return str(self.day)
