@@ -54,7 +54,10 @@ class ChatWidgetForm(OrganizationScopedForm):
     )
     theme_launcher_title = forms.CharField(label="런처 제목 · Launcher title", required=False, max_length=40)
     theme_greeting = forms.CharField(label="인사말 · Greeting", required=False, max_length=200,
-                                     help_text="런처 옆 말풍선. Shown next to the launcher.")
+                                     help_text="닫힌 런처 옆 말풍선(누르면 채팅이 열리고, × 로 닫으면 그 탭에서는 다시 나오지 않아요)과 "
+                                               "채팅 창 제목 아래에 보여요. 비워 두면 말풍선 없음. Shown in a bubble next to the "
+                                               "closed launcher (click: opens the chat; ×: hidden for that tab) and under "
+                                               "the chat's title. Empty: no bubble.")
     theme_welcome_message = forms.CharField(label="환영 메시지 · Welcome message", required=False, max_length=1000,
                                             widget=forms.Textarea(attrs={"rows": 2}))
     theme_mobile_allowed = forms.BooleanField(label="모바일에서 표시 · Show on mobile", required=False, initial=True)

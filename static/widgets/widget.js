@@ -176,7 +176,7 @@
   }
 
   // --- the launcher and the panel ---------------------------------------------------------------
-  var root, launcher, badge, panel, frame;
+  var root, launcher, badge, panel, frame, bubble;
   var mobile = w.matchMedia ? w.matchMedia("(max-width: 640px)") : { matches: false };
   var SVG = "http://www.w3.org/2000/svg";
   var ICONS = {
@@ -244,6 +244,7 @@
     panel.appendChild(frame);
     root.appendChild(panel);
     root.appendChild(launcher);
+    greetingBubble(theme.greeting);
     labelLauncher(title);
 
     var shown = false;
@@ -268,6 +269,34 @@
     d.body.appendChild(root);
   }
 
+  // The greeting: a speech bubble next to the closed launcher (the admin's "인사말 · Greeting"). Clicking
+  // it opens the chat; its × hides it for this browser tab's session, as opening the chat does.
+  var BKEY = "mejai-greeting-closed:" + key;
+  function bubbleGone() { try { return w.sessionStorage.getItem(BKEY) === "1"; } catch (e) { return false; } }
+  function greetingBubble(text) {
+    text = String(text || "").trim();
+    if (!text || bubbleGone()) return;
+    bubble = el("div", P + "-greeting");
+    var say = el("button", P + "-greeting-text");
+    say.type = "button";
+    say.textContent = text;
+    say.addEventListener("click", function () { setOpen(true, "greeting"); });
+    var x = el("button", P + "-greeting-close");
+    x.type = "button";
+    x.textContent = "\u00d7";
+    x.setAttribute("aria-label", t("인사말 닫기", "Dismiss greeting"));
+    x.addEventListener("click", function () { greetingDismiss(); launcher.focus(); });
+    bubble.appendChild(say);
+    bubble.appendChild(x);
+    root.appendChild(bubble);
+  }
+  function greetingDismiss() {
+    if (!bubble) return;
+    bubble.parentNode.removeChild(bubble);
+    bubble = null;
+    try { w.sessionStorage.setItem(BKEY, "1"); } catch (e) { /* storage blocked: gone until reload */ }
+  }
+
   // Without the stylesheet (a host CSP that blocks it) the widget still works, plainly (CSSOM only).
   function fallbackStyles() {
     var left = root.classList.contains(P + "-left");
@@ -279,6 +308,7 @@
     });
     root.style.setProperty(left ? "left" : "right", "20px");
     panel.style.setProperty(left ? "left" : "right", "0");
+    if (bubble) bubble.style.setProperty("display", "none"); // unstyled it would sit on the page's text
     root.__fallback = true;
   }
 
@@ -300,6 +330,7 @@
     labelLauncher(launcher.title);
     post({ type: open ? "mejai:open" : "mejai:close", reason: why });
     if (open) {
+      greetingDismiss();
       setUnread(0);
       try { frame.focus(); } catch (e) { /* ignore */ }
     } else if (why !== "api" || panel.contains(d.activeElement) || d.activeElement === frame) {

@@ -833,3 +833,50 @@ def test_truncated_answer_is_marked_not_shown_whole(mejai, widget, host_site, co
     assert "다음 서류가" in last_reply(frame)
     frame.wait_for_selector(".mw-row.mw-bot .mw-truncated")
     assert "끊겼어요" in frame.text_content(".mw-truncated")
+
+
+def test_greeting_bubble_next_to_the_launcher_does_what_the_admin_help_says(mejai, widget, host_site, context_factory):
+    """widgets.admin "인사말 · Greeting": a bubble beside the closed launcher; click opens the chat; × hides it
+    for the tab's session; opening the chat hides it; the greeting is also the subtitle under the title."""
+    from widgets.admin import ChatWidgetForm
+
+    help_text = str(ChatWidgetForm.base_fields["theme_greeting"].help_text)
+    assert "말풍선" in help_text and "bubble next to the closed launcher" in help_text
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    for viewport in (DESKTOP, MOBILE):
+        page = context_factory(viewport=viewport).new_page()
+        page.goto(host_site.allowed_url + "/")
+        page.wait_for_selector(".mejai-w-greeting", state="visible")
+        assert page.text_content(".mejai-w-greeting-text") == "보통 1분 안에 답해요"
+        bubble = page.query_selector(".mejai-w-greeting").bounding_box()
+        launcher = page.query_selector(".mejai-w-launcher").bounding_box()
+        # Beside the launcher (left of it, not over it), bottom-aligned with it, inside the viewport.
+        assert bubble["x"] + bubble["width"] <= launcher["x"] and launcher["x"] - (bubble["x"] + bubble["width"]) <= 24
+        assert abs((bubble["y"] + bubble["height"]) - (launcher["y"] + launcher["height"])) <= 12
+        assert bubble["x"] >= 0 and bubble["y"] >= 0, bubble
+        shot(page, f"widget-greeting-{viewport['width']}.png")
+        if viewport is DESKTOP:
+            # The ×: gone, and still gone after a reload in this tab.
+            page.click(".mejai-w-greeting-close")
+            page.wait_for_selector(".mejai-w-greeting", state="detached")
+            page.reload()
+            page.wait_for_selector(".mejai-w-launcher", state="visible")
+            assert page.query_selector(".mejai-w-greeting") is None
+        else:
+            # Clicking the bubble opens the chat, whose subtitle is the greeting; the bubble is gone.
+            page.click(".mejai-w-greeting-text")
+            frame = embed_frame(page)
+            assert frame.text_content("#mw-status") == "보통 1분 안에 답해요"
+            assert page.query_selector(".mejai-w-greeting") is None
+
+
+def test_no_greeting_no_bubble(mejai, organization, agent, host_site, context_factory):
+    bare = widget_create(organization=organization, agent=agent, name="bare",
+                         allowed_domains=[f"localhost:{host_site.port}"], theme={"greeting": ""})
+    host_site.html = host_page(snippet(mejai, bare))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    page.goto(host_site.allowed_url + "/")
+    page.wait_for_selector(".mejai-w-launcher", state="visible")
+    assert page.query_selector(".mejai-w-greeting") is None
