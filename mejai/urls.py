@@ -40,5 +40,6 @@ for _app in ("endusers", "widgets", "kakao", "mchat", "assistant"):
         urlpatterns.insert(-1, path("", include(f"{_app}.urls")))
 
 handler400 = "mejai.views.bad_request_error"
+handler403 = "mejai.views.forbidden"
 handler404 = "mejai.views.not_found"
 handler500 = "mejai.views.server_error"

@@ -3,7 +3,7 @@
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponseBadRequest, HttpResponseNotFound, HttpResponseServerError
 from django.shortcuts import render
-from django.views.defaults import bad_request, page_not_found
+from django.views.defaults import bad_request, page_not_found, permission_denied
 from django.views.defaults import server_error as django_server_error
 
 from mejai.errors import error_response
@@ -39,6 +39,14 @@ def not_found(request, exception=None):
         return page_not_found(request, exception)
     except Exception:
         return HttpResponseNotFound("Not found")
+
+
+def forbidden(request, exception=None):
+    """403s (admin pages a staff user has no permission for, …): JSON under /api/, else templates/403.html,
+    styled like the rest of the product instead of Django's bare "403 Forbidden"."""
+    if _is_api(request):
+        return error_response("forbidden", "You do not have permission to do this.", 403)
+    return permission_denied(request, exception)
 
 
 def server_error(request):

@@ -146,6 +146,12 @@ def _public_base(request) -> str:
     return request.build_absolute_uri("/").rstrip("/")
 
 
+def _admin_may(request, action: str) -> bool:
+    """Whether the widget admin page behind a link would open for this user (else the link is left out:
+    a staff user without the model permission would land on a 403)."""
+    return request.user.is_active and request.user.is_staff and request.user.has_perm(f"widgets.{action}_chatwidget")
+
+
 def _admin_url(name: str, *args) -> str | None:
     try:
         return reverse(f"admin:widgets_chatwidget_{name}", args=args)
@@ -212,7 +218,7 @@ def settings_page(request):
             "organization": organization,
             "widgets": widgets,
             "widget": widget,
-            "add_url": _admin_url("add") if request.user.is_staff else None,
+            "add_url": _admin_url("add") if _admin_may(request, "add") else None,
         }
     )
     if widget is not None:
@@ -223,7 +229,7 @@ def settings_page(request):
                 "theme": widget.theme_resolved,
                 "domains": _domain_status(widget),
                 "stats": _week_stats(widget),
-                "change_url": _admin_url("change", widget.pk) if request.user.is_staff else None,
+                "change_url": _admin_url("change", widget.pk) if _admin_may(request, "change") else None,
                 "preview_src": f"/embed/{widget.public_key}?preview=1",
             }
         )

@@ -71,6 +71,22 @@
     var i = tabs.indexOf(tab) + (ev.key === "ArrowRight" ? 1 : -1);
     selectTab(tabs[(i + tabs.length) % tabs.length]);
   });
+  // The live widget's panel is fixed in the corner: while it is open the page makes room for it (CSS
+  // .qs-widget-open), so it never covers the install-status cards. widget.js loads async: before it has,
+  // the calls wait in the documented stub queue (window.mejaiWidget.q), which widget.js replays.
+  function widgetApi(args) {
+    var wg = window.mejaiWidget;
+    if (wg && wg.version) return wg.apply(null, args);
+    if (!wg) {
+      wg = window.mejaiWidget = function () { (wg.q = wg.q || []).push(arguments); };
+    }
+    if (typeof wg === "function") wg.apply(null, args);
+    else (wg.q = wg.q || []).push(args);
+  }
+  if (d.querySelector("[data-widget-open]")) {
+    widgetApi(["on", "open", function () { d.documentElement.classList.add("qs-widget-open"); }]);
+    widgetApi(["on", "close", function () { d.documentElement.classList.remove("qs-widget-open"); }]);
+  }
   var picker = d.querySelector("[data-autosubmit]");
   if (picker) picker.addEventListener("change", function () { picker.form.submit(); });
 })(document);

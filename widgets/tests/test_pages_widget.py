@@ -270,3 +270,25 @@ def test_quickstart_empty_state_and_tab_redirect(client, organization):
     assert response.status_code == 302 and response["Location"].endswith("?tab=quickstart")
     body = client.get(QS).content.decode()
     assert "아직 위젯이 없습니다" in body
+
+
+@pytest.mark.django_db
+def test_quickstart_admin_links_only_for_who_may_open_them(client, organization, agent):
+    """The "edit"/"create" links go to admin pages; a staff member without the permission would land on a 403."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from runtime.models import Membership
+
+    widget = widget_create(organization=organization, agent=agent, name="w", allowed_domains=["example.com"])
+    change = f"/admin/widgets/chatwidget/{widget.pk}/change/"
+    user = get_user_model().objects.create_user(username="op", password="pw-12345", is_staff=True)
+    Membership.objects.create(user=user, organization=organization)
+    client.force_login(user)
+    assert change not in client.get("/app/settings/?tab=quickstart").content.decode()
+    assert client.get(change).status_code == 403
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_chatwidget", "change_chatwidget"]))
+    user = get_user_model().objects.get(pk=user.pk)  # permissions are cached on the instance
+    client.force_login(user)
+    assert change in client.get("/app/settings/?tab=quickstart").content.decode()
+    assert client.get(change).status_code == 200
