@@ -30,8 +30,10 @@ install-dev: $(DEV_STAMP)
 migrate: install
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
 
+# The banner's addresses follow PORT unless PUBLIC_BASE_URL is set (make run PORT=8001 prints :8001);
+# only the banner: the server itself keeps PUBLIC_BASE_URL unset (the quickstart then uses the address in use).
 demo: migrate
-	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_setup
+	DEBUG=$${DEBUG:-1} PUBLIC_BASE_URL=$${PUBLIC_BASE_URL:-http://localhost:$(PORT)} $(PY) manage.py demo_setup
 
 ## make run: install, migrate, create the demo organization, and serve HTTP + WebSocket + jobs on :8000;
 ## when a Mattermost bot is configured (admin, or MCHAT_URL + MCHAT_BOT_TOKEN) its worker runs alongside

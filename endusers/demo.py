@@ -24,8 +24,12 @@ def demo_setup(*, organization, agent) -> list[str]:
     if not Memory.objects.filter(organization=organization, end_user__isnull=True, text=ORG_MEMORY).exists():
         memory_add(organization=organization, text=ORG_MEMORY, source=Memory.Source.ADMIN, actor="demo_setup",
                    is_public=True)
+    # What is stored now (an operator may have renamed the customer or added memories since).
+    person.refresh_from_db()
+    remembered = Memory.objects.filter(end_user=person, deleted_at__isnull=True, superseded_by__isnull=True).count()
+    name = person.profile.get("name") or "(이름 없음 · no name)"
     return [
-        f"End user 민수 (#{person.pk}, external_id demo-customer-1) with {len(DEMO_MEMORIES)} memories: "
+        f"  customer:  {name} (#{person.pk}, external_id demo-customer-1) with {remembered} memories: "
         "try POST /api/runtime/chat {\"message\": \"환불 규정 알려줘\", \"external_id\": \"demo-customer-1\"}",
-        f"Contacts API: GET /api/contacts/{person.pk} (Authorization: Bearer <demo API key>)",
+        f"  contacts:  GET /api/contacts/{person.pk} (Authorization: Bearer <demo API key>)",
     ]

@@ -21,6 +21,14 @@ DEMO_THEME = {
 }
 
 
+def _allowed_text(widget) -> str:
+    """The widget's allowed domains as they are now (an operator may have edited them since the first run)."""
+    domains = widget.allowed_domains or []
+    if not domains:
+        return "허용 도메인 없음: 어디서도 동작하지 않음 · no allowed domain: runs nowhere"
+    return "allowed on " + ", ".join(domains)
+
+
 def demo_setup(*, organization, agent) -> list[str]:
     """Create (once) the demo widget and return the lines to print: its key and the install snippet."""
     widget = ChatWidget.objects.filter(organization=organization, name=DEMO_NAME).first()
@@ -42,7 +50,7 @@ def demo_setup(*, organization, agent) -> list[str]:
             widget.save(update_fields=[*changed, "updated_at"])
     base = settings.PUBLIC_BASE_URL
     return [
-        f"  widget:    {widget.public_key}  (allowed on localhost and 127.0.0.1, any port)",
+        f"  widget:    {widget.public_key}  ({_allowed_text(widget)})",
         f'  snippet:   <script async src="{base}/widget.js" data-key="{widget.public_key}"></script>',
         f"  install:   {base}/app/settings/?tab=quickstart",
     ]

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from runtime import prompts
-from runtime.auth import api_key_issue
+from runtime.auth import api_key_hash, api_key_issue
 from runtime.models import Agent, ApiKey, Membership, Organization
 
 DEMO_PROMPT = (
@@ -39,15 +39,22 @@ class Command(BaseCommand):
             admin = user_model.objects.create_superuser("admin", "admin@localhost", password)
             password_file.write_text(password)
             password_file.chmod(0o600)
-        password = password_file.read_text().strip() if password_file.exists() else "(unchanged; see var/admin_password)"
         Membership.objects.get_or_create(user=admin, defaults={"organization": org})
+        # The banner shows what works now: the saved first-run password only while it is still the admin's.
+        saved = password_file.read_text().strip() if password_file.exists() else ""
+        if saved and admin.check_password(saved):
+            password = saved
+        else:
+            password = "(변경됨: 직접 정한 비밀번호 · changed since the first run: the one you set)"
 
         key_file = settings.VAR_DIR / "demo_api_key"
-        if not key_file.exists() or not ApiKey.objects.filter(organization=org, name="demo", revoked_at=None).exists():
-            _, raw = api_key_issue(organization=org, name="demo")
-            key_file.write_text(raw)
+        raw_key = key_file.read_text().strip() if key_file.exists() else ""
+        if not raw_key or not ApiKey.objects.filter(organization=org, key_hash=api_key_hash(raw_key),
+                                                    revoked_at=None).exists():
+            # No saved key, or it was revoked (or belongs to an older database): a new one that works.
+            _, raw_key = api_key_issue(organization=org, name="demo")
+            key_file.write_text(raw_key)
             key_file.chmod(0o600)
-        raw_key = key_file.read_text().strip()
 
         # Channel apps add their demo objects (a widget allowed on localhost, …) through <app>/demo.py.
         extra_lines: list[str] = []
