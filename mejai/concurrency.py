@@ -41,3 +41,10 @@ def executor_backlog(name: str) -> int:
     with _lock:
         pool = _executors.get(name)
     return pool._work_queue.qsize() if pool is not None else 0
+
+
+def executor_backlogs() -> dict[str, int]:
+    """Jobs waiting for a thread, per named pool (for health: a backlog means the pool is saturated)."""
+    with _lock:
+        pools = dict(_executors)
+    return {name: pool._work_queue.qsize() for name, pool in pools.items()}
