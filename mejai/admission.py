@@ -17,23 +17,30 @@ Endpoint classes (`endpoint_class`), each with its own limit in `ADMISSION_LIMIT
   valid skill response, never a 503: kakao sheds itself, asking `overloaded()` below).
 
 A limit below 0 means unlimited; 0 refuses every request of the class (maintenance, tests).
-The refusal: 503, `Retry-After: OVERLOAD_RETRY_AFTER_SECONDS`, the one error shape with code
+Past the limit a request waits — on the event loop: no thread, no connection — in the class's
+bounded queue (`ADMISSION_QUEUE` places, at most `ADMISSION_WAIT_SECONDS`) for a place to come
+free, first come first served; a full queue or the wait running out is refused. The refusal: 503, `Retry-After: OVERLOAD_RETRY_AFTER_SECONDS`, the one error shape with code
 `overloaded` (JSON), or a small self-refreshing HTML page for a browser asking for a page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+from collections import deque
 
 from django.conf import settings
 
 CLASSES = ("runtime_chat", "widget_chat", "widget_stream", "other")
-DEFAULT_LIMITS = {"runtime_chat": 200, "widget_chat": 100, "widget_stream": 300, "other": 50}
+DEFAULT_LIMITS = {"runtime_chat": 48, "widget_chat": 48, "widget_stream": 300, "other": 32}
+DEFAULT_QUEUE = {"runtime_chat": 96, "widget_chat": 96, "widget_stream": 0, "other": 64}
 
 _lock = threading.Lock()
 _inflight: dict[str, int] = dict.fromkeys(CLASSES, 0)
 _peak: dict[str, int] = dict.fromkeys(CLASSES, 0)
+_waiters: dict[str, deque] = {name: deque() for name in CLASSES}  # (loop, future) waiting for a place
+_queued_peak: dict[str, int] = dict.fromkeys(CLASSES, 0)
 _EXEMPT_PREFIXES = ("/kakao/", "/healthz", "/readyz")
 
 
@@ -60,6 +67,11 @@ def _limit(name: str) -> int:
     return int(configured.get(name, DEFAULT_LIMITS[name]))
 
 
+def _queue_max(name: str) -> int:
+    configured = getattr(settings, "ADMISSION_QUEUE", None) or {}
+    return max(0, int(configured.get(name, DEFAULT_QUEUE[name])))
+
+
 def _try_enter(name: str) -> bool:
     limit = _limit(name)
     with _lock:
@@ -71,15 +83,64 @@ def _try_enter(name: str) -> bool:
         return True
 
 
+async def _enter(name: str) -> bool:
+    """Take a place in `name`: at once, or after a short wait in its bounded queue; False = refuse."""
+    if _try_enter(name):
+        return True
+    wait = float(getattr(settings, "ADMISSION_WAIT_SECONDS", 1.0))
+    limit = _limit(name)
+    if limit == 0 or wait <= 0:
+        return False
+    loop = asyncio.get_running_loop()
+    waiter = (loop, loop.create_future())
+    with _lock:
+        if _inflight[name] < limit:  # a place came free since _try_enter
+            _inflight[name] += 1
+            return True
+        if len(_waiters[name]) >= _queue_max(name):
+            return False
+        _waiters[name].append(waiter)
+        _queued_peak[name] = max(_queued_peak[name], len(_waiters[name]))
+    try:
+        return await asyncio.wait_for(waiter[1], wait)
+    except asyncio.TimeoutError:
+        _give_up(name, waiter)
+        return False
+    except asyncio.CancelledError:
+        _give_up(name, waiter)
+        raise
+
+
+def _give_up(name: str, waiter: tuple) -> None:
+    with _lock:
+        try:
+            _waiters[name].remove(waiter)
+        except ValueError:
+            pass  # a place is being handed over: _hand_over sees the cancelled future and passes it on
+
+
+def _hand_over(name: str, future: asyncio.Future) -> None:
+    if future.done():  # its request gave up meanwhile: the place goes to the next one, or is freed
+        _leave(name)
+    else:
+        future.set_result(True)
+
+
 def _leave(name: str) -> None:
     with _lock:
+        if _waiters[name]:
+            # The place passes to the longest waiter as it is (in-flight count unchanged).
+            loop, future = _waiters[name].popleft()
+            loop.call_soon_threadsafe(_hand_over, name, future)
+            return
         _inflight[name] -= 1
 
 
 def admission_state() -> dict:
-    """{"inflight": {class: n}, "limits": {class: n}, "peak": {class: n}} for health and the bench."""
+    """{"inflight", "queued", "limits", "peak", "queued_peak"}: {class: n} each, for health and the bench."""
     with _lock:
-        return {"inflight": dict(_inflight), "limits": limits(), "peak": dict(_peak)}
+        return {"inflight": dict(_inflight), "queued": {name: len(q) for name, q in _waiters.items()},
+                "limits": limits(), "peak": dict(_peak), "queued_peak": dict(_queued_peak)}
 
 
 def saturation() -> float:
@@ -103,6 +164,7 @@ def peak_reset() -> None:
     with _lock:
         for name in CLASSES:
             _peak[name] = _inflight[name]
+            _queued_peak[name] = len(_waiters[name])
 
 
 def _wants_page(scope: dict) -> bool:
@@ -144,7 +206,7 @@ class Admission:
         name = endpoint_class(scope.get("path", ""))
         if name is None:
             return await self.app(scope, receive, send)
-        if not _try_enter(name):
+        if not await _enter(name):
             return await _refuse(scope, send, name)
         try:
             return await self.app(scope, receive, send)

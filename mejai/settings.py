@@ -80,11 +80,19 @@ MIDDLEWARE = [
 # --- Overload (mejai/admission.py, mejai/overload.py; docs/operations.md "Limits under load") ---
 # In-flight requests per endpoint class (also the bound on request threads); < 0 = unlimited.
 ADMISSION_LIMITS = {
-    "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT", 200),
-    "widget_chat": env_int("ADMISSION_WIDGET_CHAT", 100),
+    "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT", 48),
+    "widget_chat": env_int("ADMISSION_WIDGET_CHAT", 48),
     "widget_stream": env_int("ADMISSION_WIDGET_STREAM", 300),
-    "other": env_int("ADMISSION_OTHER", 50),
+    "other": env_int("ADMISSION_OTHER", 32),
 }
+# Past the limit, up to this many wait (on the event loop: no thread) at most ADMISSION_WAIT_SECONDS.
+ADMISSION_QUEUE = {
+    "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT_QUEUE", 96, minimum=0),
+    "widget_chat": env_int("ADMISSION_WIDGET_CHAT_QUEUE", 96, minimum=0),
+    "widget_stream": env_int("ADMISSION_WIDGET_STREAM_QUEUE", 0, minimum=0),
+    "other": env_int("ADMISSION_OTHER_QUEUE", 64, minimum=0),
+}
+ADMISSION_WAIT_SECONDS = env_float("ADMISSION_WAIT_SECONDS", 1.0, minimum=0)
 OVERLOAD_RETRY_AFTER_SECONDS = env_int("OVERLOAD_RETRY_AFTER_SECONDS", 2, minimum=1)
 OVERLOAD_DEGRADED_SECONDS = env_float("OVERLOAD_DEGRADED_SECONDS", 10.0, minimum=0)
 

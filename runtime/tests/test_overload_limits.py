@@ -61,6 +61,7 @@ def _call(app, path: str, *, accept: bytes = b"application/json"):
 
 def test_admission_refuses_past_the_limit_and_admits_again_when_one_ends(settings):
     settings.ADMISSION_LIMITS = {"runtime_chat": 2, "widget_chat": 1, "widget_stream": 1, "other": 1}
+    settings.ADMISSION_QUEUE = {"runtime_chat": 0}  # no waiting: past the limit is refused at once
     release = asyncio.Event()
     entered = []
 
@@ -97,6 +98,78 @@ def test_admission_refuses_past_the_limit_and_admits_again_when_one_ends(setting
 
     asyncio.run(scenario())
     assert overload_state()["shed_recent"] == {"admission:runtime_chat": 1}
+
+
+def test_past_the_limit_a_request_waits_in_a_bounded_queue_then_gets_the_place(settings):
+    """Limit 1, queue 1: the second request waits (no thread, on the loop) and is admitted when the
+    first ends; a third, with the queue full, is refused at once."""
+    settings.ADMISSION_LIMITS = {"runtime_chat": 1}
+    settings.ADMISSION_QUEUE = {"runtime_chat": 1}
+    settings.ADMISSION_WAIT_SECONDS = 60
+    releases = {"first": asyncio.Event(), "second": asyncio.Event()}
+    entered: list[str] = []
+
+    async def app(scope, receive, send):
+        name = scope["path"].rsplit("/", 1)[-1]
+        entered.append(name)
+        if name in releases:
+            await releases[name].wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = admission.Admission(app)
+
+    async def scenario():
+        first, _ = _call(wrapped, "/api/runtime/chat/first")
+        first = asyncio.ensure_future(first)
+        second, second_sent = _call(wrapped, "/api/runtime/chat/second")
+        second = asyncio.ensure_future(second)
+        while admission.admission_state()["queued"]["runtime_chat"] < 1:
+            await asyncio.sleep(0)
+        third, third_sent = _call(wrapped, "/api/runtime/chat/third")
+        await third
+        assert third_sent[0]["status"] == 503  # the queue is full: no waiting behind the waiter
+        assert entered == ["first"]
+        releases["first"].set()
+        await first
+        while entered != ["first", "second"]:
+            await asyncio.sleep(0)
+        assert admission.admission_state()["inflight"]["runtime_chat"] == 1  # the place was handed over
+        releases["second"].set()
+        await second
+        assert second_sent[0]["status"] == 200
+        assert admission.admission_state()["inflight"]["runtime_chat"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_whose_wait_runs_out_is_refused_and_leaves_no_place_taken(settings):
+    settings.ADMISSION_LIMITS = {"other": 1}
+    settings.ADMISSION_QUEUE = {"other": 5}
+    settings.ADMISSION_WAIT_SECONDS = 0.05
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = admission.Admission(app)
+
+    async def scenario():
+        holder, _ = _call(wrapped, "/x")
+        holder = asyncio.ensure_future(holder)
+        while admission.admission_state()["inflight"]["other"] < 1:
+            await asyncio.sleep(0)
+        late, late_sent = _call(wrapped, "/y")
+        await late
+        assert late_sent[0]["status"] == 503
+        assert admission.admission_state()["queued"]["other"] == 0
+        release.set()
+        await holder
+        assert admission.admission_state()["inflight"]["other"] == 0
+
+    asyncio.run(scenario())
 
 
 def test_admission_answers_a_page_with_a_page(settings):
@@ -156,6 +229,7 @@ def test_a_burst_past_the_limit_leaves_threads_bounded_and_back_at_rest(live_ser
     is refused without a thread of its own, and once the streams go the thread count returns."""
     limit, burst = 8, 60
     settings.ADMISSION_LIMITS = {"runtime_chat": limit}
+    settings.ADMISSION_QUEUE = {"runtime_chat": 0}
     fake_llm.config.ttft = 60
     url = live_server_asgi.url + "/api/runtime/chat"
     httpx.get(live_server_asgi.url + "/healthz")
