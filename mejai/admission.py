@@ -87,7 +87,7 @@ async def _enter(name: str) -> bool:
     """Take a place in `name`: at once, or after a short wait in its bounded queue; False = refuse."""
     if _try_enter(name):
         return True
-    wait = float(getattr(settings, "ADMISSION_WAIT_SECONDS", 1.0))
+    wait = float(getattr(settings, "ADMISSION_WAIT_SECONDS", 0.5))
     limit = _limit(name)
     if limit == 0 or wait <= 0:
         return False
@@ -103,7 +103,7 @@ async def _enter(name: str) -> bool:
         _queued_peak[name] = max(_queued_peak[name], len(_waiters[name]))
     try:
         return await asyncio.wait_for(waiter[1], wait)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _give_up(name, waiter)
         return False
     except asyncio.CancelledError:
