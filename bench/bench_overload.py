@@ -250,6 +250,7 @@ async def stream_close_flood(url: str, key: str, fake, streams: int) -> dict:
     fake.server.config.ttft = 60
     before = len(fake.server.requests)
     opened = 0
+    refused: list[int] = []
     async with client_for(streams + 5) as client:
         leave = asyncio.Event()
 
@@ -259,6 +260,7 @@ async def stream_close_flood(url: str, key: str, fake, streams: int) -> dict:
             try:
                 async with client.stream("POST", url, json={"message": "느린 질문"}, headers=headers) as response:
                     if response.status_code != 200:
+                        refused.append(response.status_code)
                         return
                     async for line in response.aiter_lines():
                         if line.startswith("retry:"):
@@ -284,7 +286,7 @@ async def stream_close_flood(url: str, key: str, fake, streams: int) -> dict:
         for _ in range(3):
             status, seconds, code = await one_turn(client, url, key, stream=False)
             answered.append((status, code, seconds))
-    return {"streams": streams, "opened": opened, "waiting_on_model": waiting_on_model,
+    return {"streams": streams, "opened": opened, "refused": len(refused), "waiting_on_model": waiting_on_model,
             "answers": [f"{s}{' ' + c if c else ''}" for s, c, _ in answered],
             "first_answer_s": time.perf_counter() - closed_at if all(s == 200 for s, _, _ in answered) else None,
             "hung": any(s != 200 for s, _, _ in answered)}
@@ -297,18 +299,33 @@ def main() -> None:
     parser.add_argument("--flood-runs", type=int, default=None)
     parser.add_argument("--flood-streams", type=int, default=None)
     parser.add_argument("--flood-limit", type=int, default=1000, help="ADMISSION_RUNTIME_CHAT for the flood")
+    parser.add_argument("--flood-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="more environment for the flood's web process, e.g. DB_POOL_TIMEOUT=30")
+    parser.add_argument("--flood-only", action="store_true", help="skip capacity and bursts")
     args = parser.parse_args()
     quick = args.quick
     infra = infra_detect(name="overload")
     migrate(infra)
     org = bench_org_create(infra)
     key = org["api_key"]
+    flood_limit = args.flood_limit
+    caps, bursts, capacity, web_log = [], [], 0.0, ""
+    rest = after = {"threads": 0, "rss_mb": 0.0, "db_connections": 0}
+    if not args.flood_only:
+        caps, bursts, capacity, rest, after, web_log = _bursts(infra, key, quick)
+    floods, flood_log = _floods(infra, key, args)
+    web_log += "\n" + flood_log
+    lines = _report(args, infra, caps, bursts, capacity, rest, after, floods, flood_limit, web_log)
+    write_section(args.out, "\n".join(lines))
+    print("\n".join(lines))
+
+
+def _bursts(infra, key: str, quick: bool):
     fake = fake_llm_start()  # its own process: the load generator's core is for the load
     env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "bench", "LLM_MAX_RETRIES": "0"}
     web = server_start(infra, env)
     url = web.url + "/api/runtime/chat"
     sampler = Sampler(web.pid, infra.db_name if infra.postgres else None).start()
-    flood_limit = args.flood_limit
     try:
         asyncio.run(closed_loop(url, key, 4, 2.0, stream=False))  # warm-up
         rest = sampler.now()
@@ -330,12 +347,18 @@ def main() -> None:
         web_log = web.log_tail(15)
         web.stop()
         fake.stop()
+    return caps, bursts, capacity, rest, after, web_log
+
+
+def _floods(infra, key: str, args):
     # The stream-close flood: its own web process, the runtime-chat limit raised so that every stream
     # is admitted (the fault under test is in the close path, not in admission), and a fake model on
     # a thread here so its first-token delay can change between the flood and the chats after it.
     fake = fake_llm_start(thread=True)
     env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "bench", "LLM_MAX_RETRIES": "0",
-           "ADMISSION_RUNTIME_CHAT": str(flood_limit), "LLM_READ_TIMEOUT": "120"}
+           "ADMISSION_RUNTIME_CHAT": str(args.flood_limit), "LLM_READ_TIMEOUT": "120"}
+    env.update(item.split("=", 1) for item in args.flood_env)
+    quick = args.quick
     web = server_start(infra, env)
     url = web.url + "/api/runtime/chat"
     sampler = Sampler(web.pid, infra.db_name if infra.postgres else None).start()
@@ -351,10 +374,13 @@ def main() -> None:
             print(flood, flush=True)
     finally:
         sampler.stop()
-        web_log += "\n" + web.log_tail(15)
+        flood_log = web.log_tail(15)
         web.stop()
         fake.stop()
+    return floods, flood_log
 
+
+def _report(args, infra, caps, bursts, capacity, rest, after, floods, flood_limit, web_log) -> list[str]:
     lines = [
         "## Overload: capacity, bursts past it, recovery (issue 15)", "",
         f"`{command_line()}` — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`", "",
@@ -382,10 +408,11 @@ def main() -> None:
         + verdict(all(b["threads_rest_after_s"] is not None and b["threads_rest_after_s"] <= RECOVERY_TARGET_S for b in bursts))
         + ".", "",
         "### Stream-close flood (SSE streams waiting on a 60 s first token, closed together, then chats)", "",
-        f"A second web process with `ADMISSION_RUNTIME_CHAT={flood_limit}` (every stream admitted).", "",
-        md_table(["run", "streams", "opened", "waiting on model", "later chats", "answered after", "hung",
+        f"A second web process with `ADMISSION_RUNTIME_CHAT={flood_limit}` (every stream admitted)"
+        + (f" and {', '.join(f'`{e}`' for e in args.flood_env)}" if args.flood_env else "") + ".", "",
+        md_table(["run", "streams", "opened", "refused", "waiting on model", "later chats", "answered after", "hung",
                   "peak threads", "peak DB conns"],
-                 [[i + 1, f["streams"], f["opened"], f["waiting_on_model"], ", ".join(f["answers"]),
+                 [[i + 1, f["streams"], f["opened"], f["refused"], f["waiting_on_model"], ", ".join(f["answers"]),
                    fmt(f["first_answer_s"], 2, " s"), "yes" if f["hung"] else "no", f["peak_threads"],
                    f["peak_db_connections"]] for i, f in enumerate(floods)]), "",
         f"After everything: {after['threads']} threads, {after['rss_mb']:.0f} MB RSS, "
@@ -393,8 +420,7 @@ def main() -> None:
     ]
     if any(b["other"] for b in bursts) or any(f["hung"] for f in floods):
         lines += ["Web process log (last lines):", "", "```", web_log, "```", ""]
-    write_section(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 def _commit() -> str:
