@@ -7,6 +7,7 @@ hands the calling thread's database connection back before a long wait.
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,23 @@ def db_release() -> None:
 
     if not connection.in_atomic_block:
         connection.close()
+
+
+def released(func):
+    """`func`, then db_release() whatever happens: for database work on a path where nothing after
+    it is sure to run — storing what a request had when its client left. There the awaiting
+    coroutine may be cancelled again (the server giving up on the request) while the thread still
+    runs `func`; a connection it opened would stay checked out of the pool after the request's
+    end-of-request cleanup, and when its context is dropped the pool slot is lost for good."""
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            db_release()
+
+    return run
 
 
 def executor_backlog(name: str) -> int:
