@@ -56,6 +56,26 @@ from common import (  # noqa: E402
 
 RECOVERY_TARGET_S = 5.0
 
+# Runs kept for the record: the stream-close flood before and after its root-cause fix, with the
+# pool settings the issue saw (they make the leak bite sooner; the fix does not depend on them).
+HISTORY = """#### Stream-close flood: before and after the fix (issue 15, item 2)
+
+`bench/bench_overload.py --flood-only --flood-streams 500 --flood-env DB_POOL_TIMEOUT=30 --flood-env DB_POOL_MAX_WAITING=0`
+(the old pool settings), 2026-11-30, load average 11:
+
+| commit | run | opened | waiting on model | later chats | database connections after |
+| :--- | ---: | ---: | ---: | :--- | ---: |
+| `26d09ad` (before) | 1 | 484 | 200 | ReadTimeout ×3 (hung 30 s each) | — |
+| `26d09ad` (before) | 2 | 0 | 0 | 503 overloaded ×3 (pool empty, every slot leaked) | 0 |
+| `26d09ad` (before) | 3 | 0 | 0 | 503, 503, ReadTimeout | 0 |
+| `d627654` (after) | 1 | 499 | 200 | 200 ×3, first after 6.9 s | 20 |
+| `d627654` (after) | 2 | 457 | 78 | 200 ×3, first after 30.7 s (the 30 s pool wait) | 20 |
+
+Cause: a closed stream's "interrupted" store ran on the request's thread after the server had given
+up on the request (cancelled again), so nothing returned its pooled connection; each such request
+lost a pool slot for good. Fix: the store releases its connection in the same thread call
+(`mejai.concurrency.released`, runtime/services.py disconnect paths)."""
+
 
 def server_start(infra, env: dict[str, str]) -> WebProcess:
     port = free_port()
@@ -386,7 +406,8 @@ def _report(args, infra, caps, bursts, capacity, rest, after, floods, flood_limi
         f"`{command_line()}` — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`", "",
         f"One web process `python -m mejai.server` (daphne) with the default limits (ADMISSION_LIMITS "
         f"runtime_chat 48 with a queue of 96 waiting ≤ 0.5 s, DB_POOL_MAX 20, DB_POOL_TIMEOUT 3 s, DB_POOL_MAX_WAITING 100); {infra.label}; "
-        f"zero-latency fake model on a thread of the load generator; load average at start {_load()}. "
+        f"zero-latency fake model in its own process (for the flood: on a thread of the load generator); "
+        f"a hand-written HTTP/1.1 client, one connection per request; load average at start {_load()}. "
         "The load generator, the fake model, PostgreSQL, Redis and the web process share the 2 cores.", "",
         "### Capacity (closed loop, JSON turns)", "",
         md_table(["concurrent", "turns/s", "p50 ms", "refused"],
@@ -418,6 +439,7 @@ def _report(args, infra, caps, bursts, capacity, rest, after, floods, flood_limi
         f"After everything: {after['threads']} threads, {after['rss_mb']:.0f} MB RSS, "
         f"{after['db_connections']} database connections.", "",
     ]
+    lines += [HISTORY, ""]
     if any(b["other"] for b in bursts) or any(f["hung"] for f in floods):
         lines += ["Web process log (last lines):", "", "```", web_log, "```", ""]
     return lines
