@@ -133,10 +133,12 @@ def main() -> int:
     parser.add_argument("--only", action="append", metavar="AREA", help="run only this area (repeatable)")
     parser.add_argument("--quick", action="store_true", help="pass --quick to every script")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per script")
+    parser.add_argument("--assemble", action="store_true",
+                        help="run nothing: rebuild RESULTS.md from each area's last section (after merging branches)")
     args = parser.parse_args()
 
     found = areas_found()
-    wanted = args.only or found
+    wanted = [] if args.assemble else (args.only or found)
     unknown = [a for a in wanted if a not in found]
     if unknown:
         parser.error(f"no bench/bench_<area>.py for: {', '.join(unknown)} (found: {', '.join(found) or 'none'})")

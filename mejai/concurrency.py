@@ -7,6 +7,7 @@ hands the calling thread's database connection back before a long wait.
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,8 +37,32 @@ def db_release() -> None:
         connection.close()
 
 
+def released(func):
+    """`func`, then db_release() whatever happens: for database work on a path where nothing after
+    it is sure to run — storing what a request had when its client left. There the awaiting
+    coroutine may be cancelled again (the server giving up on the request) while the thread still
+    runs `func`; a connection it opened would stay checked out of the pool after the request's
+    end-of-request cleanup, and when its context is dropped the pool slot is lost for good."""
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            db_release()
+
+    return run
+
+
 def executor_backlog(name: str) -> int:
     """Jobs waiting for a thread in the pool called `name` (0 when it was never created)."""
     with _lock:
         pool = _executors.get(name)
     return pool._work_queue.qsize() if pool is not None else 0
+
+
+def executor_backlogs() -> dict[str, int]:
+    """Jobs waiting for a thread, per named pool (for health: a backlog means the pool is saturated)."""
+    with _lock:
+        pools = dict(_executors)
+    return {name: pool._work_queue.qsize() for name, pool in pools.items()}

@@ -20,6 +20,7 @@ HANGUL = re.compile(r"[\uac00-\ud7a3]")
 # Korean for each error code the project answers with; the English message (with its details) follows
 # in parentheses. A code missing here falls back to GENERIC_KO (a test lists the codes in use).
 KO_BY_CODE = {
+    "overloaded": "지금 요청이 많아 잠시 후 다시 시도해 주세요.",
     "mchat_config": "Mattermost 연동 설정(MCHAT_*)이 올바르지 않아요.",
     "user_unknown": "Mattermost 사용자 정보를 읽을 수 없어요.",
     "agent_not_found": "그 이름의 활성 에이전트가 없어요.",

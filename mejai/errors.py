@@ -74,6 +74,15 @@ def api_exception_handler(exc, context):
     """DRF exception handler that answers every error in the one shape."""
     if isinstance(exc, ApiError):
         return Response(exc.as_dict(), status=exc.status)
+    from mejai.overload import is_overload_error, overloaded_body, retry_after_seconds, shed_record
+
+    if is_overload_error(exc):  # the database pool refused a connection: 503 overloaded, not a 500
+        request = context.get("request")
+        shed_record("database_pool", f"{getattr(request, 'method', '')} {getattr(request, 'path', '')[:200]}")
+        seconds = retry_after_seconds()
+        response = Response(overloaded_body(seconds), status=503, headers={"Retry-After": str(seconds)})
+        response._has_been_logged = True  # shed_record logged it (one line a second)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "mejai.overload.OverloadMiddleware",  # a refused database connection → 503 overloaded
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -75,6 +76,25 @@ MIDDLEWARE = [
     "mejai.middleware.JsonDepthLimit",
     "mejai.middleware.SyncMiddlewareBoundary",  # keep last: see its docstring
 ]
+
+# --- Overload (mejai/admission.py, mejai/overload.py; docs/operations.md "Limits under load") ---
+# In-flight requests per endpoint class (also the bound on request threads); < 0 = unlimited.
+ADMISSION_LIMITS = {
+    "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT", 48),
+    "widget_chat": env_int("ADMISSION_WIDGET_CHAT", 48),
+    "widget_stream": env_int("ADMISSION_WIDGET_STREAM", 300),
+    "other": env_int("ADMISSION_OTHER", 32),
+}
+# Past the limit, up to this many wait (on the event loop: no thread) at most ADMISSION_WAIT_SECONDS.
+ADMISSION_QUEUE = {
+    "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT_QUEUE", 96, minimum=0),
+    "widget_chat": env_int("ADMISSION_WIDGET_CHAT_QUEUE", 96, minimum=0),
+    "widget_stream": env_int("ADMISSION_WIDGET_STREAM_QUEUE", 0, minimum=0),
+    "other": env_int("ADMISSION_OTHER_QUEUE", 64, minimum=0),
+}
+ADMISSION_WAIT_SECONDS = env_float("ADMISSION_WAIT_SECONDS", 0.5, minimum=0)
+OVERLOAD_RETRY_AFTER_SECONDS = env_int("OVERLOAD_RETRY_AFTER_SECONDS", 2, minimum=1)
+OVERLOAD_DEGRADED_SECONDS = env_float("OVERLOAD_DEGRADED_SECONDS", 10.0, minimum=0)
 
 # --- /readyz: anyone gets ready/unavailable; the checks' detail needs the token or an internal address.
 READYZ_TOKEN = env_str("READYZ_TOKEN", "")
@@ -144,7 +164,10 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN", 1),
         "max_size": env_int("DB_POOL_MAX", 20),
-        "timeout": env_int("DB_POOL_TIMEOUT", 30),
+        # A short wait, then 503 `overloaded` with Retry-After (mejai/overload.py), not a 30 s hang;
+        # past DB_POOL_MAX_WAITING waiters a request is refused at once (a queue with a limit).
+        "timeout": env_float("DB_POOL_TIMEOUT", 3.0, minimum=0.1),
+        "max_waiting": env_int("DB_POOL_MAX_WAITING", 100, minimum=0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -50,6 +50,13 @@ def forbidden(request, exception=None):
 
 
 def server_error(request):
+    import sys
+
+    from mejai.overload import is_overload_error, overloaded_response, shed_record
+
+    if is_overload_error(sys.exc_info()[1]):  # the database pool refused: busy, not broken
+        shed_record("database_pool", f"{request.method} {request.path[:200]}")
+        return overloaded_response(request)
     if _is_api(request):
         return error_response("server_error", "An unexpected error occurred.", 500)
     try:

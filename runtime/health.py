@@ -17,7 +17,17 @@ from django.http import JsonResponse
 
 
 async def healthz(request):
-    return JsonResponse({"status": "ok"})
+    """200 always while the process lives: `ok`, or `degraded` with its reasons while it sheds load
+    (mejai/overload.py: refusals in the last OVERLOAD_DEGRADED_SECONDS, database-pool waiters,
+    executor backlog). Degraded is not dead: a liveness probe must not restart a busy process."""
+    from mejai.overload import overload_state
+
+    state = overload_state()
+    if not state["degraded"]:
+        return JsonResponse({"status": "ok"})
+    response = JsonResponse({"status": "degraded", "reasons": state["reasons"]})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _check_database() -> dict:
@@ -51,6 +61,15 @@ def _check_broker() -> dict:
     replies = app.control.ping(timeout=1.0) or []
     # A missing worker does not make the web process unready: jobs wait in the queue.
     return {"ok": True, "mode": "celery", "workers": len(replies), "warning": None if replies else "no worker answered"}
+
+
+def _check_overload() -> dict:
+    """Shedding now? (mejai/overload.py) — never makes the process unavailable, only degraded."""
+    from mejai.overload import overload_state
+
+    state = overload_state()
+    return {"ok": not state["degraded"], "reasons": state["reasons"], "database_pool": state["database_pool"],
+            "admission": state["admission"], "executor_backlog": state["executor_backlog"], "threads": state["threads"]}
 
 
 def _check_llm() -> dict:
@@ -94,6 +113,10 @@ async def _run_checks() -> dict:
     required = [c for name, c in checks.items() if name != "llm" or settings.READYZ_REQUIRE_LLM]
     ok = all(c.get("ok") for c in required)
     status = "unavailable" if not ok else "ready" if checks["llm"].get("ok") else "degraded"
+    overload = _check_overload()
+    checks["overload"] = overload
+    if status == "ready" and not overload["ok"]:
+        status = "degraded"  # shedding load: still in the balancer (it answers, fast), but say so
     return {"status": status, "checks": checks, "elapsed_ms": int((time.monotonic() - started) * 1000)}
 
 

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from mejai.concurrency import db_release
+from mejai.concurrency import db_release, released
 from mejai.errors import ApiError
 from runtime import commands, selectors, signals
 from runtime.answer import answer_assemble
@@ -536,7 +536,8 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
                               session_id=turn.session_id, turn_id=turn.id, retryable=True)
             return
         except asyncio.CancelledError:
-            await sync_to_async(_turn_finish)(turn.id, status=Turn.Status.INTERRUPTED, error_code="client_disconnected")
+            await sync_to_async(released(_turn_finish))(turn.id, status=Turn.Status.INTERRUPTED,
+                                                        error_code="client_disconnected")
             raise
         turn = await sync_to_async(_turn_begin)(turn.id)
     yield event_start(session_id=turn.session_id, turn_id=turn.id, seq=turn.seq)
@@ -663,7 +664,8 @@ async def _answer_llm(turn: Turn, page: dict, *, started: float):
     except (asyncio.CancelledError, GeneratorExit):
         # The client left: close the upstream stream, keep what was generated, mark the turn.
         await stream.aclose()
-        await sync_to_async(_turn_finish)(
+        # The connection goes back in the same thread call (released): nothing after this is sure to run.
+        await sync_to_async(released(_turn_finish))(
             turn.id, loaded=turn, status=Turn.Status.INTERRUPTED, reply_text="".join(parts),
             error_code="client_disconnected",
             ttft_ms=ttft_ms, latency_ms=int((time.monotonic() - started) * 1000), **common,

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
-from runtime.events import SSE_KEEPALIVE, TurnEvent, sse_encode
+from mejai.overload import OVERLOADED_MESSAGE
+from runtime.events import SSE_KEEPALIVE, TurnEvent, event_error, sse_encode
 
 
 async def with_keepalive(events: AsyncIterator, interval: float) -> AsyncIterator:
@@ -57,17 +58,31 @@ async def sse_body(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,
     None or "" is sent without an `id:` line. A keep-alive comment goes out after `keepalive` idle seconds."""
     interval = keepalive if keepalive is not None else settings.RUNTIME_SSE_KEEPALIVE_SECONDS
     opened = False
-    async for item in with_keepalive(pairs, interval):
-        if item is None:
-            yield SSE_KEEPALIVE
-            continue
-        event_id, event = item
+    try:
+        async for item in with_keepalive(pairs, interval):
+            if item is None:
+                yield SSE_KEEPALIVE
+                continue
+            event_id, event = item
+            if not opened:
+                opened = True
+                yield "retry: 3000\n\n"
+            if event is None:
+                continue
+            yield sse_encode(event, event_id=event_id or None)
+    except Exception as exc:
+        # The status line is gone already: a refused database connection ends the stream with the
+        # same answer a 503 would have been (`overloaded`, retryable, retry_after), not a cut.
+        from mejai.overload import is_overload_error, retry_after_seconds, shed_record
+
+        if not is_overload_error(exc):
+            raise
+        shed_record("stream")
         if not opened:
-            opened = True
             yield "retry: 3000\n\n"
-        if event is None:
-            continue
-        yield sse_encode(event, event_id=event_id or None)
+        error = event_error(code="overloaded", message=OVERLOADED_MESSAGE, retryable=True)
+        error.data["retry_after"] = retry_after_seconds()
+        yield sse_encode(error)
 
 
 def sse_response(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,

@@ -13,7 +13,7 @@ def test_healthz(client):
 def test_readyz_reports_each_dependency(client, db, offline_llm):
     body = client.get("/readyz").json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "channel_layer", "broker", "llm"}
+    assert set(body["checks"]) == {"database", "channel_layer", "broker", "llm", "overload"}
     assert body["checks"]["llm"]["mode"] == "offline"
 
 

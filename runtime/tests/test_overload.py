@@ -60,3 +60,59 @@ def test_a_flood_of_abrupt_stream_closes_leaves_the_next_chat_answered(live_serv
         response = httpx.post(url, json={"message": f"이제 답해 줘 {n}"}, headers=_headers(api_key), timeout=20)
         assert response.status_code == 200, response.text
         assert response.json()["message"].endswith(f"이제 답해 줘 {n}")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("release", [True, False], ids=["released", "not-released"])
+def test_a_store_whose_request_is_cancelled_again_gives_its_connection_back(release, transactional_db):
+    """The root cause of issue 15 item 2: a stream's client leaves; its turn is stored as interrupted
+    on the request's thread; the server then gives up on the request (daphne cancels an application
+    that outlives its connection) while that store still runs. The await is cancelled, the thread is
+    not: it finishes the store holding a pooled connection that nothing returns once the request's
+    context is dropped — every such request loses a pool slot for good, until the process stops
+    answering. `released` gives it back in the same thread call. (The not-released case shows what
+    the test detects.)"""
+    import gc
+    import threading
+
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from django.db import connection
+
+    from mejai.concurrency import released
+    from runtime.models import Organization
+
+    connection.ensure_connection()
+    pool = connection.pool
+    connection.close()
+
+    def checked_out() -> int:
+        stats = pool.get_stats()
+        return stats.get("pool_size", 0) - stats.get("pool_available", 0)
+
+    before = checked_out()
+    entered, go = threading.Event(), threading.Event()
+
+    def store():
+        entered.set()
+        go.wait(10)
+        return Organization.objects.count()  # checks a connection out of the pool
+
+    async def request():
+        async with ThreadSensitiveContext():
+            call = sync_to_async(released(store) if release else store)
+            task = asyncio.ensure_future(call())
+            await asyncio.to_thread(entered.wait, 10)
+            task.cancel()  # the server gives up on the request mid-store
+            go.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # leaving the context joined its thread: the store has finished
+
+    asyncio.run(request())
+    gc.collect()
+    leaked = checked_out() - before
+    if release:
+        assert leaked == 0
+    else:
+        assert leaked == 1  # the slot is gone: checked out by nobody, counted as in use
+        connection.close_pool()  # a fresh pool for the tests after this one

@@ -29,7 +29,7 @@ def test_detail_with_the_token_or_from_an_internal_address(client, db, settings)
     outside = {"REMOTE_ADDR": "203.0.113.5"}
     assert "checks" not in client.get("/readyz", HTTP_AUTHORIZATION="Bearer wrong", **outside).json()
     body = client.get("/readyz", HTTP_AUTHORIZATION="Bearer probe-token-123", **outside).json()
-    assert set(body["checks"]) == {"database", "channel_layer", "broker", "llm"}
+    assert set(body["checks"]) == {"database", "channel_layer", "broker", "llm", "overload"}
     assert "10.1.2.3" not in str(body) and "base_url" not in body["checks"]["llm"]
     assert "checks" in client.get("/readyz").json()  # loopback (the container's own probe)
 

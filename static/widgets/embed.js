@@ -15,6 +15,7 @@
       offline: "인터넷 연결이 끊겼어요. 연결되면 이어서 보낼게요.",
       reconnecting: "연결이 불안정해요. 다시 연결하는 중…",
       rate: "메시지를 너무 빨리 보내고 있어요. {s}초 후에 다시 보낼게요.",
+      busy: "잠시 바빠요, 다시 시도하는 중…",
       error: "메시지를 보내지 못했어요.", retry: "다시 시도", failed: "전송 실패",
       model_down: "답변이 지연되고 있어요. 잠시 후 다시 시도해 주세요.",
       truncated: "답변이 길이 제한으로 중간에 끊겼어요.",
@@ -32,6 +33,7 @@
       offline: "You're offline. We'll send your message when you're back.",
       reconnecting: "Connection lost. Reconnecting…",
       rate: "You're sending messages too quickly. Retrying in {s} s.",
+      busy: "We're busy right now. Retrying…",
       error: "Your message could not be sent.", retry: "Retry", failed: "Not sent",
       model_down: "The assistant is unavailable, try again shortly.",
       truncated: "This answer was cut off at its length limit.",
@@ -434,6 +436,7 @@
           var e = new Error(ev.message || T("error"));
           e.code = ev.code || "stream_error";
           e.retryable = !!ev.retryable;
+          e.retryAfter = +ev.retry_after || 0;
           e.status = 0;
           e.partial = bot;
           throw e;
@@ -456,6 +459,19 @@
         setBanner("error", T("auth"), false);
         markFailed(item, true);
       });
+      return;
+    }
+    if (e.status === 503 || e.code === "overloaded") {
+      // The server is past its capacity (503 `overloaded`, or that event mid-stream): nothing is
+      // wrong with the message. It stays queued and goes again after Retry-After, backing off,
+      // for as long as it takes. A refused request stored nothing, so it keeps its
+      // client_message_id; a turn stored and then refused mid-stream gets a new one (as above).
+      if (e.status === 0) item.cmid = uuid();
+      S.attempt += 1;
+      var backoff = Math.min(30000, 1000 * Math.pow(2, Math.min(S.attempt, 6) - 1));
+      setBanner("busy", T("busy"), false);
+      markFailed(item, false);
+      S.retryTimer = setTimeout(pump, Math.max((e.retryAfter || 1) * 1000, backoff) + Math.random() * 500);
       return;
     }
     if (e.status === 429) {
@@ -559,7 +575,7 @@
     if (e && authExpired(e)) { renewToken().then(liveStart, function () {}); return; }
     live.tries += 1;
     if (live.tries >= 3 && !S.busy && navigator.onLine !== false) setBanner("reconnecting", T("reconnecting"), false);
-    var wait = e && e.status === 429 ? Math.max(e.retryAfter, 5) * 1000 : Math.min(30000, 1000 * Math.pow(2, live.tries - 1));
+    var wait = e && (e.status === 429 || e.status === 503) ? Math.max(e.retryAfter, e.status === 503 ? 1 : 5) * 1000 : Math.min(30000, 1000 * Math.pow(2, live.tries - 1));
     live.timer = setTimeout(liveStart, wait);
   }
   function liveEvent(type, ev) {

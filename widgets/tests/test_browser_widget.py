@@ -880,3 +880,37 @@ def test_no_greeting_no_bubble(mejai, organization, agent, host_site, context_fa
     page.goto(host_site.allowed_url + "/")
     page.wait_for_selector(".mejai-w-launcher", state="visible")
     assert page.query_selector(".mejai-w-greeting") is None
+
+
+def test_a_busy_server_shows_busy_and_the_message_goes_when_capacity_returns(mejai, widget, host_site, context_factory,
+                                                                             settings, fake_llm):
+    """Past the widget-chat admission limit the server answers 503 `overloaded` + Retry-After: the panel
+    says it is busy and retrying, keeps the message, and sends it by itself once there is capacity."""
+    fake_llm.config.tokens_per_second = 0
+    settings.OVERLOAD_RETRY_AFTER_SECONDS = 1
+    host_site.html = host_page(snippet(mejai, widget))
+    host_site.headers = {}
+    page = context_factory().new_page()
+    refused: list[int] = []
+    page.on("response", lambda r: r.status == 503 and "/api/widget/chat" in r.url and refused.append(r.status))
+    page.goto(host_site.allowed_url + "/")
+    page.click(".mejai-w-launcher")
+    frame = embed_frame(page)
+    poll(frame, "!!(window.mejaiEmbed && mejaiEmbed.state.token)")
+
+    settings.ADMISSION_LIMITS = {"widget_chat": 0}  # no capacity for widget chats at all
+    send(frame, "바쁠 때 보낸 질문")
+    frame.wait_for_selector(".mw-banner-busy", state="visible")
+    assert "잠시 바빠요" in frame.text_content("#mw-banner-text")
+    assert frame.query_selector(".mw-row.mw-user.mw-pending") is not None  # kept, waiting to go
+    assert frame.query_selector(".mw-failed") is None
+    while len(refused) < 2:  # it retried by itself (Retry-After, backoff) and was refused again
+        page.wait_for_event("response", predicate=lambda r: "/api/widget/chat" in r.url)
+    assert not Turn.objects.filter(user_text="바쁠 때 보낸 질문").exists()
+    shot(page, "widget-desktop-busy.png")
+
+    settings.ADMISSION_LIMITS = {"widget_chat": 100}  # capacity is back
+    last_reply(frame)
+    frame.wait_for_selector("#mw-banner", state="hidden")
+    assert frame.query_selector(".mw-row.mw-user.mw-pending") is None
+    assert list(Turn.objects.filter(user_text="바쁠 때 보낸 질문").values_list("status", flat=True)) == ["completed"]
