@@ -1,4 +1,4 @@
-"""The Open Builder skill endpoints: POST /kakao/skill and POST /kakao/welcome (plain async views, fast)."""
+"""The Open Builder skill endpoints: POST /kakao/skill (a plain sync view) and POST /kakao/welcome (async)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import DatabaseError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -127,8 +127,13 @@ def _error(exc: ApiError) -> JsonResponse:
 
 
 @csrf_exempt
-async def skill(request):
+def skill(request):
     """Kakao i Open Builder skill: acknowledge with useCallback, or answer within the 5 s budget.
+
+    A plain sync view on purpose: Django runs the (sync) middleware on the request's thread, so a
+    sync view is called right there — no hop to the event loop and back to a thread for the
+    database (two thread hand-offs per acknowledgement). Only the rare synchronous answer (no
+    callbackUrl) goes to the event loop, to wait for the background answer within its budget.
 
     Past capacity — more than KAKAO_SKILL_MAX_IN_FLIGHT requests in flight, no database slot within
     KAKAO_SKILL_QUEUE_SECONDS, the database pool's wait timing out or the database unreachable — the
@@ -143,7 +148,7 @@ async def skill(request):
         return _json(busy_response())
     try:
         try:
-            accepted = await sync_to_async(_skill_accept)(request)
+            accepted = _skill_accept(request)
         except ApiError as exc:
             return _error(exc)
         except Overloaded:
@@ -156,7 +161,7 @@ async def skill(request):
         if accepted.kind == "callback" or accepted.response is not None:
             return _json(accepted.response)
         try:
-            return _json(await services.skill_answer_sync(accepted=accepted))
+            return _json(async_to_sync(services.skill_answer_sync)(accepted=accepted))
         except Exception:
             logger.exception("kakao: synchronous answer failed")
             return _json(response_build([services.APOLOGY_TEXT]))
