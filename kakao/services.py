@@ -224,8 +224,8 @@ def name_flow_involved(text: str) -> bool:
     """
     stripped = " ".join(text.split())
     matched = commands.command_match(stripped, channel=Channel.KAKAO)
-    if matched:
-        return matched[0].name == NAME_COMMAND
+    if matched and matched[0].name == NAME_COMMAND:
+        return True
     if stripped.lower().rstrip(".!?~ ") in NAME_CHANGE_TRIGGERS:
         return True
     name = name_extract(stripped)

@@ -108,7 +108,8 @@ def test_a_merged_end_user_is_followed(client, kakao_bot, skill_body, enqueued, 
     assert KakaoUser.objects.get(pk=returning_user.pk).end_user_id != returning_user.end_user_id
 
 
-@pytest.mark.parametrize("text", ["/이름", "이름 바꿔", "내 이름은 민수야", "my name is Alex"])
+@pytest.mark.parametrize("text", ["/이름", "이름 바꿔", "내 이름은 민수야", "my name is Alex",
+                                  "/답변 내 이름은 민수야"])  # the same order of checks as name_flow_apply
 def test_name_flow_texts_step_aside(text):
     assert services.name_flow_involved(text)
 
