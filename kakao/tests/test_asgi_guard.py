@@ -54,11 +54,11 @@ def test_past_the_limit_the_guard_answers_the_apology_without_the_application(se
         inner.release.set()
         await first
         await other
-        after = await _request(app)
-        return inner, shed, app
+        after = await _request(app)  # room again: passed through
+        return inner, shed, after, app
 
-    inner, shed, app = asyncio.run(scenario())
-    assert inner.calls == 3 and app.in_flight == 0
+    inner, shed, after, app = asyncio.run(scenario())
+    assert inner.calls == 3 and app.in_flight == 0 and after[1]["body"] == b"{}"
     start, body = shed
     assert start["status"] == 200 and (b"x-content-type-options", b"nosniff") in start["headers"]
     data = json.loads(body["body"])
