@@ -22,8 +22,14 @@ class KakaoConfig(AppConfig):
             help_ko="준비가 늦어진 답변 받기", help_en="get an answer that took longer than usual",
         )
 
-        def clear(**kwargs):
-            services.bots_cache_clear()
+        from runtime.models import Agent, Organization
 
-        post_save.connect(clear, sender=KakaoBot, dispatch_uid="kakao_bots_cache_save")
-        post_delete.connect(clear, sender=KakaoBot, dispatch_uid="kakao_bots_cache_delete")
+        def clear(**kwargs):
+            services.bots_cache_clear(everywhere=True)
+
+        # The cached bots carry their organization and agent: a change to any of them is seen by every process.
+        for model in (KakaoBot, Agent, Organization):
+            # weak=False: `clear` is local to ready(); a weak reference would let it be collected.
+            post_save.connect(clear, sender=model, weak=False, dispatch_uid=f"kakao_bots_cache_save_{model.__name__}")
+            post_delete.connect(clear, sender=model, weak=False,
+                                dispatch_uid=f"kakao_bots_cache_delete_{model.__name__}")

@@ -75,3 +75,21 @@ def test_loopback_callbacks() -> bool:
     """Tests and benchmarks only: also accept http://127.0.0.1:<port> callback URLs when 127.0.0.1
     is in the bot's allowed hosts, so the fake Kakao receiver can be used. Never set in production."""
     return _bool("KAKAO_TEST_LOOPBACK_CALLBACKS", False)
+
+
+def skill_max_in_flight() -> int:
+    """Skill requests one process works on at once; past it a request gets the busy apology at once
+    (a valid skill response, nothing stored). 0 sheds every request (tests, draining)."""
+    return _int("KAKAO_SKILL_MAX_IN_FLIGHT", 64, minimum=0)
+
+
+def skill_db_slots() -> int:
+    """Skill requests of one process using the database at once (the rest of the pool stays free for
+    other endpoints)."""
+    return _int("KAKAO_SKILL_DB_SLOTS", 8, minimum=1)
+
+
+def skill_queue_seconds() -> float:
+    """How long a skill request waits for a database slot before it gets the busy apology. With the
+    database pool's own wait (DB_POOL_TIMEOUT) it must stay well inside Kakao's 5 s."""
+    return _float("KAKAO_SKILL_QUEUE_SECONDS", 1.5, minimum=0)

@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 
-from asgiref.sync import async_to_sync
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.cache import cache
 from django.http import Http404, JsonResponse
@@ -75,7 +74,7 @@ def tester(request):
         headers={bot.secret_header_name: bot.secret_header_value},
     )
     started = time.monotonic()
-    response = async_to_sync(views.skill)(skill_request)
+    response = views.skill(skill_request)
     return JsonResponse({
         "request": body, "status": response.status_code, "ms": round((time.monotonic() - started) * 1000, 1),
         "response": json.loads(response.content),

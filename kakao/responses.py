@@ -140,3 +140,37 @@ def body_size(body: dict) -> int:
 def acknowledgement(text: str) -> dict:
     """The immediate answer that tells Kakao the real one comes through the callback."""
     return {"version": "2.0", "useCallback": True, "data": {"text": text}}
+
+
+def skill_response_problems(body) -> list[str]:
+    """What makes `body` not a valid skill response per Kakao's format ([] when valid).
+
+    Either the callback acknowledgement ({"version": "2.0", "useCallback": true, "data": {"text"}},
+    no template) or a template of 1–3 non-empty simpleText bubbles of ≤ 1000 characters, ≤ 10 quick
+    replies with labels ≤ 14 characters, the whole ≤ 30 KB. Used by tests and bench/bench_kakao.py.
+    """
+    if not isinstance(body, dict):
+        return ["not a JSON object"]
+    problems = []
+    if body.get("version") != "2.0":
+        problems.append("version is not 2.0")
+    if body_size(body) > MAX_BODY_BYTES:
+        problems.append("over 30 KB")
+    if body.get("useCallback") is True:
+        if "template" in body:
+            problems.append("useCallback with a template")
+        if not isinstance((body.get("data") or {}).get("text"), str):
+            problems.append("useCallback without data.text")
+        return problems
+    outputs = (body.get("template") or {}).get("outputs")
+    if not isinstance(outputs, list) or not 1 <= len(outputs) <= MAX_OUTPUTS:
+        return problems + ["template.outputs must hold 1-3 components"]
+    for output in outputs:
+        text = (output.get("simpleText") or {}).get("text") if isinstance(output, dict) else None
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_BUBBLE_CHARS:
+            problems.append("a simpleText bubble is empty, missing or over 1000 characters")
+    replies = body["template"].get("quickReplies", [])
+    if len(replies) > MAX_QUICK_REPLIES or any(len(r.get("label", "")) > MAX_LABEL_CHARS or
+                                                r.get("action") not in ("message", "block") for r in replies):
+        problems.append("quickReplies over the limits")
+    return problems

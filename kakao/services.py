@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from endusers.rules import name_extract, name_valid
 from endusers.services import identity_resolve, profile_name_set
-from kakao import conf
+from kakao import conf, store
 from kakao.clients.callback import CallbackResult, Outcome, callback_post
 from kakao.models import CallbackTask, KakaoBot, KakaoEvent, KakaoUser
 from kakao.parsing import SkillRequest, bot_id_normalize
@@ -38,15 +38,17 @@ from kakao.responses import acknowledgement, response_build
 from kakao.security import CallbackUrl, CallbackUrlRejected, callback_url_check
 from mejai.concurrency import db_release
 from mejai.errors import ApiError
-from runtime import background, commands
+from runtime import background, commands, signals
 from runtime import services as runtime
 from runtime.models import Channel, Session, Turn
+from runtime.text import user_text_validate
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("kakao.security")
 
 APOLOGY_TEXT = "죄송해요, 지금은 답변을 드리기 어려워요. 잠시 후 다시 말씀해 주세요."
 BROKER_DOWN_TEXT = "죄송해요, 지금 요청이 많아 답변을 드리지 못했어요. 메시지는 잘 받았으니 잠시 후 다시 말씀해 주세요."
+BUSY_TEXT = "죄송해요, 지금 요청이 많아 메시지를 받지 못했어요. 잠시 후 다시 시도해 주세요. (Sorry, we are busy right now; please try again in a moment.)"
 STILL_WORKING_TEXT = "답변을 준비하는 데 시간이 조금 더 걸리고 있어요. 잠시 후 아래 '답변 보기'를 눌러 주세요."
 HELD_ANSWER_COMMAND = "/답변"
 STILL_WORKING_REPLIES = [{"label": "답변 보기", "message": HELD_ANSWER_COMMAND}]
@@ -63,25 +65,60 @@ POST_GRACE_SECONDS = 5.0
 
 # --- bots ---------------------------------------------------------------------------------
 
-_bots_cache: dict = {"at": 0.0, "bots": None}
+_bots_cache: dict = {"at": 0.0, "checked": 0.0, "stamp": None, "bots": None}
 _bots_lock = threading.Lock()
-BOTS_CACHE_SECONDS = 5.0
+BOTS_CACHE_SECONDS = 30.0  # the longest a change that fired no signal (a queryset update) stays unseen
+BOTS_STAMP_SECONDS = 1.0  # how often a process asks the shared cache whether any process changed a bot
+BOTS_STAMP_KEY = "kakao:bots:stamp"
 
 
-def bots_cache_clear() -> None:
+def _bots_stamp():
+    """The shared change stamp (Django's cache: Redis across processes; None when unreachable)."""
+    from django.core.cache import cache
+
+    try:
+        return cache.get(BOTS_STAMP_KEY)
+    except Exception:
+        logger.warning("kakao: bots change stamp unreadable; the cache expires by age only", exc_info=True)
+        return None
+
+
+def bots_cache_clear(*, everywhere: bool = False) -> None:
+    """Forget this process's bots; with `everywhere`, every process's within BOTS_STAMP_SECONDS
+    (a new stamp in the shared cache — what saving or deleting a bot, agent or organization does)."""
     with _bots_lock:
         _bots_cache["bots"] = None
+    if everywhere:
+        from django.core.cache import cache
+
+        try:
+            cache.set(BOTS_STAMP_KEY, uuid.uuid4().hex, None)
+        except Exception:
+            logger.warning("kakao: bots change stamp not written; other processes see it within %ss",
+                           BOTS_CACHE_SECONDS, exc_info=True)
 
 
 def bots_active() -> list[KakaoBot]:
-    """Active bots with organization and agent, cached a few seconds in this process."""
+    """Active bots with organization and agent, cached per process.
+
+    No database on the request path: the list is reloaded when another process changed a bot (the shared
+    stamp, read at most once a second) or after BOTS_CACHE_SECONDS.
+    """
+    now = time.monotonic()
     with _bots_lock:
-        bots, at = _bots_cache["bots"], _bots_cache["at"]
-        if bots is not None and time.monotonic() - at < BOTS_CACHE_SECONDS:
+        bots, at, checked, stamp = (_bots_cache[k] for k in ("bots", "at", "checked", "stamp"))
+    if bots is not None and now - at < BOTS_CACHE_SECONDS:
+        if now - checked < BOTS_STAMP_SECONDS:
             return bots
+        current = _bots_stamp()
+        if current == stamp:
+            with _bots_lock:
+                _bots_cache["checked"] = now
+            return bots
+    stamp = _bots_stamp()
     bots = list(KakaoBot.objects.select_related("organization", "agent").filter(is_active=True))
     with _bots_lock:
-        _bots_cache.update(bots=bots, at=time.monotonic())
+        _bots_cache.update(bots=bots, at=now, checked=now, stamp=stamp)
     return bots
 
 
@@ -177,6 +214,22 @@ def _mode_set(kakao_user: KakaoUser, on: bool) -> None:
     expires = timezone.now() + timedelta(minutes=conf.name_mode_minutes()) if on else None
     KakaoUser.objects.filter(pk=kakao_user.pk).update(mode=mode, mode_expires_at=expires)
     kakao_user.mode, kakao_user.mode_expires_at = mode, expires
+
+
+def name_flow_involved(text: str) -> bool:
+    """Could name_flow_apply do anything with this text for a user not in the name-change mode?
+
+    True for the `/이름` command, a name-change trigger and a stated valid name. Decided from the
+    text alone (no database), so the acknowledgement's one-statement path knows when to step aside.
+    """
+    stripped = " ".join(text.split())
+    matched = commands.command_match(stripped, channel=Channel.KAKAO)
+    if matched and matched[0].name == NAME_COMMAND:
+        return True
+    if stripped.lower().rstrip(".!?~ ") in NAME_CHANGE_TRIGGERS:
+        return True
+    name = name_extract(stripped)
+    return bool(name and name_valid(name))
 
 
 def name_flow_apply(*, bot: KakaoBot, kakao_user: KakaoUser, text: str) -> str:
@@ -309,15 +362,76 @@ def _broker_pool():
         return _producer_pool
 
 
-def callback_enqueue(*, task_id) -> None:
-    """Queue the delivery job; raises when the broker cannot be reached."""
+def callback_enqueue(*, task_id, announce: bool = False) -> None:
+    """Queue the delivery job; raises when the broker cannot be reached.
+
+    `announce`: the job sends runtime's `turn_stored` signal (end-user timeline) before answering —
+    set by the one-statement acknowledgement, which leaves that work off the request path.
+    """
     from kakao.tasks import callback_deliver_task
 
+    args = (str(task_id), True) if announce else (str(task_id),)
     if settings.CELERY_IN_PROCESS:
-        callback_deliver_task.apply_async((str(task_id),))
+        callback_deliver_task.apply_async(args)
         return
     with _broker_pool().acquire(block=True, timeout=1) as conn:
-        callback_deliver_task.apply_async((str(task_id),), connection=conn, retry=False)
+        callback_deliver_task.apply_async(args, connection=conn, retry=False)
+
+
+def _acknowledge_stored(*, bot: KakaoBot, skill: SkillRequest) -> SkillAccepted | None:
+    """The common case in one database round trip (kakao.store): a returning user's plain message with a
+    usable callbackUrl, in their current conversation. None when the ORM path must decide (nothing written).
+    """
+    if skill.callback_url is None or skill.is_builder_test or not store.supported():
+        return None
+    if name_flow_involved(skill.utterance):
+        return None
+    try:
+        callback = callback_url_check(skill.callback_url, allowed_hosts=bot.allowed_callback_hosts)
+    except CallbackUrlRejected:
+        return None  # the ORM path logs it and answers synchronously
+    text = user_text_validate(skill.utterance)
+    now = timezone.now()
+    stored = store.acknowledgement_store(bot=bot, skill=skill, text=text, callback=callback, now=now)
+    if stored is None:
+        return None
+    kakao_user = KakaoUser(pk=stored.kakao_user_id, bot=bot, user_key=skill.user_id,
+                           end_user_id=stored.end_user_id, session_id=stored.session_id)
+    turn = Turn(pk=stored.turn_id, session_id=stored.session_id, seq=stored.seq, author_id=stored.end_user_id,
+                user_text=text, client_message_id=callback.token_hash, status=Turn.Status.PENDING, created_at=now)
+    task = CallbackTask(pk=stored.task_id, organization_id=bot.organization_id, bot=bot, kakao_user=kakao_user,
+                        turn=turn, mode=CallbackTask.Mode.CALLBACK, token_hash=callback.token_hash,
+                        callback_url=callback.url, received_at=now)
+    enqueue_error: list[BaseException] = []
+
+    def enqueue():
+        try:
+            callback_enqueue(task_id=task.pk, announce=True)
+        except Exception as exc:  # broker down: answered with the apology below
+            enqueue_error.append(exc)
+
+    # Queued once the statement is committed: at once in autocommit, at the end of a caller's transaction.
+    transaction.on_commit(enqueue)
+    if enqueue_error:
+        # The message is stored; the timeline is written here since no job will; the user gets the apology.
+        signals.turn_stored.send(sender=Turn, turn=Turn.objects.select_related("session").get(pk=turn.pk))
+        return _broker_unreachable(bot=bot, kakao_user=kakao_user, turn=turn, task=task, error=enqueue_error[0])
+    return SkillAccepted("callback", bot, kakao_user, turn, task, acknowledgement(bot.waiting_text))
+
+
+def _broker_unreachable(*, bot: KakaoBot, kakao_user: KakaoUser, turn: Turn, task: CallbackTask,
+                        error: BaseException) -> SkillAccepted:
+    """The job could not be queued: mark the task, keep the turn as `stored`, apologise."""
+    logger.error("kakao: broker unreachable, answering synchronously: %s", error)
+    CallbackTask.objects.filter(pk=task.pk).update(
+        status=CallbackTask.Status.FAILED, error_code="broker_unreachable", last_error=str(error)[:500],
+        completed_at=timezone.now(),
+    )
+    runtime.turn_store_without_answer(turn_id=turn.pk, code="broker_unreachable",
+                                      message="The job queue was unreachable.")
+    event_log(bot=bot, kind=KakaoEvent.Kind.BROKER_UNREACHABLE, kakao_user=kakao_user, session_id=turn.session_id,
+              task=task, error=str(error)[:300])
+    return SkillAccepted("apology", bot, kakao_user, turn, task, response_build([BROKER_DOWN_TEXT]))
 
 
 def skill_receive(*, bot: KakaoBot, skill: SkillRequest, session_metadata_extra: dict | None = None) -> SkillAccepted:
@@ -327,8 +441,13 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest, session_metadata_extra:
 
     With a usable callbackUrl the turn and its callback task are stored in one transaction and
     the job is queued on commit; the answer is the acknowledgement. Otherwise the caller answers
-    synchronously (skill_answer_sync).
+    synchronously (skill_answer_sync). A returning user's plain message in their current conversation
+    is stored by one statement (kakao.store); everything else takes the ORM path below.
     """
+    if session_metadata_extra is None:
+        accepted = _acknowledge_stored(bot=bot, skill=skill)
+        if accepted is not None:
+            return accepted
     kakao_user = kakao_user_resolve(bot=bot, skill=skill)
     session = kakao_session_current(bot=bot, kakao_user=kakao_user)
     text = name_flow_apply(bot=bot, kakao_user=kakao_user, text=skill.utterance)
@@ -395,17 +514,7 @@ def skill_receive(*, bot: KakaoBot, skill: SkillRequest, session_metadata_extra:
             return SkillAccepted("apology", bot, kakao_user, turn, task, response_build([BROKER_DOWN_TEXT]), duplicate=True)
         return SkillAccepted("callback", bot, kakao_user, turn, task, acknowledgement(bot.waiting_text), duplicate=True)
     if enqueue_error:
-        error = enqueue_error[0]
-        logger.error("kakao: broker unreachable, answering synchronously: %s", error)
-        CallbackTask.objects.filter(pk=task.pk).update(
-            status=CallbackTask.Status.FAILED, error_code="broker_unreachable", last_error=str(error)[:500],
-            completed_at=timezone.now(),
-        )
-        runtime.turn_store_without_answer(turn_id=turn.pk, code="broker_unreachable",
-                                          message="The job queue was unreachable.")
-        event_log(bot=bot, kind=KakaoEvent.Kind.BROKER_UNREACHABLE, kakao_user=kakao_user, session_id=turn.session_id,
-                  task=task, error=str(error)[:300])
-        return SkillAccepted("apology", bot, kakao_user, turn, task, response_build([BROKER_DOWN_TEXT]))
+        return _broker_unreachable(bot=bot, kakao_user=kakao_user, turn=turn, task=task, error=enqueue_error[0])
     return SkillAccepted("callback", bot, kakao_user, turn, task, acknowledgement(bot.waiting_text))
 
 
@@ -571,16 +680,20 @@ def _remaining(task: CallbackTask) -> float:
     return (task.deadline - timezone.now()).total_seconds()
 
 
-def callback_deliver(*, task_id) -> str:
+def callback_deliver(*, task_id, announce: bool = False) -> str:
     """Answer a callback task's turn and POST it to Kakao, exactly once and never after the deadline.
 
-    Returns the task's final status (or "skipped" when another run owns it).
+    `announce`: send runtime's `turn_stored` signal first (the end-user timeline), which the
+    one-statement acknowledgement did not do on the request path. Returns the task's final status
+    (or "skipped" when another run owns it).
     """
     label = _worker_label()
     if not _claim(task_id, label):
         _recover(task_id)
         return "skipped"
-    task = CallbackTask.objects.select_related("bot", "kakao_user", "turn").get(pk=task_id)
+    task = CallbackTask.objects.select_related("bot", "kakao_user", "turn", "turn__session").get(pk=task_id)
+    if announce:
+        signals.turn_stored.send(sender=Turn, turn=task.turn)
     bot = task.bot
     margin = conf.still_working_margin_seconds()
     # Started now, so it is answered (and held) even when the post below is skipped or fails.

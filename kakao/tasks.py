@@ -6,10 +6,10 @@ from mejai.celery import app
 
 
 @app.task(name="kakao.callback_deliver", acks_late=True, ignore_result=True)
-def callback_deliver_task(task_id: str) -> str:
+def callback_deliver_task(task_id: str, announce: bool = False) -> str:
     from kakao.services import callback_deliver
 
-    return callback_deliver(task_id=task_id)
+    return callback_deliver(task_id=task_id, announce=announce)
 
 
 @app.task(name="kakao.callback_tasks_sweep", ignore_result=True)

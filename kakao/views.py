@@ -1,12 +1,17 @@
-"""The Open Builder skill endpoints: POST /kakao/skill and POST /kakao/welcome (plain async views, fast)."""
+"""The Open Builder skill endpoints: POST /kakao/skill (a plain sync view) and POST /kakao/welcome (async)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from contextlib import contextmanager
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from psycopg_pool import PoolTimeout
 
 from kakao import conf, services
 from kakao.parsing import body_decode, skill_request_parse
@@ -15,6 +20,74 @@ from mejai.errors import ApiError
 from runtime.http import body_read
 
 logger = logging.getLogger(__name__)
+
+
+# --- load shedding: past capacity every request still gets a valid skill response, fast -------------
+
+class Overloaded(Exception):
+    """No database slot within KAKAO_SKILL_QUEUE_SECONDS."""
+
+
+class _Admission:
+    """The process's skill requests in flight and its database slots (thread-safe: Django runs the view's
+    sync parts on per-request threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.slots_size = 0
+        self.slots: threading.BoundedSemaphore | None = None
+        self.shed = 0  # requests answered with the busy apology since the process started
+        self.shed_logged_at = 0.0
+
+    def enter(self) -> bool:
+        limit = conf.skill_max_in_flight()
+        with self.lock:
+            if self.in_flight >= limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def semaphore(self) -> threading.BoundedSemaphore:
+        size = conf.skill_db_slots()
+        with self.lock:
+            if self.slots is None or self.slots_size != size:
+                self.slots, self.slots_size = threading.BoundedSemaphore(size), size
+            return self.slots
+
+    def shed_note(self, why: str) -> None:
+        """Count a shed request; log at most once a second (a flood must not become a flood of log lines)."""
+        now = time.monotonic()
+        with self.lock:
+            self.shed += 1
+            total, due = self.shed, now - self.shed_logged_at >= 1.0
+            if due:
+                self.shed_logged_at = now
+        if due:
+            logger.warning("kakao: busy, skill request answered with the apology (%s; %d so far)", why, total)
+
+
+admission = _Admission()
+
+
+@contextmanager
+def _db_slot():
+    slots = admission.semaphore()
+    if not slots.acquire(timeout=conf.skill_queue_seconds()):
+        raise Overloaded
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def busy_response() -> dict:
+    """The apology Kakao shows when the request could not be taken (a valid skill response, one bubble)."""
+    return response_build([services.BUSY_TEXT])
 
 
 def _json(body: dict, status: int = 200) -> JsonResponse:
@@ -35,7 +108,8 @@ def _authenticated_request(request, *, require_utterance: bool = True):
 
 def _skill_accept(request):
     bot, skill_request = _authenticated_request(request)
-    return services.skill_receive(bot=bot, skill=skill_request)
+    with _db_slot():
+        return services.skill_receive(bot=bot, skill=skill_request)
 
 
 def _method_check(request) -> None:
@@ -53,20 +127,46 @@ def _error(exc: ApiError) -> JsonResponse:
 
 
 @csrf_exempt
-async def skill(request):
-    """Kakao i Open Builder skill: acknowledge with useCallback, or answer within the 5 s budget."""
+def skill(request):
+    """Kakao i Open Builder skill: acknowledge with useCallback, or answer within the 5 s budget.
+
+    A plain sync view on purpose: Django runs the (sync) middleware on the request's thread, so a
+    sync view is called right there — no hop to the event loop and back to a thread for the
+    database (two thread hand-offs per acknowledgement). Only the rare synchronous answer (no
+    callbackUrl) goes to the event loop, to wait for the background answer within its budget.
+
+    Past capacity — more than KAKAO_SKILL_MAX_IN_FLIGHT requests in flight, no database slot within
+    KAKAO_SKILL_QUEUE_SECONDS, the database pool's wait timing out or the database unreachable — the
+    answer is the busy apology (200, a valid skill response), never silence or a 5xx.
+    """
     try:
         _method_check(request)
-        accepted = await sync_to_async(_skill_accept)(request)
     except ApiError as exc:
         return _error(exc)
-    if accepted.kind == "callback" or accepted.response is not None:
-        return _json(accepted.response)
+    if not admission.enter():
+        admission.shed_note("in-flight limit")
+        return _json(busy_response())
     try:
-        return _json(await services.skill_answer_sync(accepted=accepted))
-    except Exception:
-        logger.exception("kakao: synchronous answer failed")
-        return _json(response_build([services.APOLOGY_TEXT]))
+        try:
+            accepted = _skill_accept(request)
+        except ApiError as exc:
+            return _error(exc)
+        except Overloaded:
+            admission.shed_note("no database slot")
+            return _json(busy_response())
+        except (DatabaseError, PoolTimeout) as exc:
+            # Nothing acknowledged: the statement did not commit (or the store was never reached).
+            admission.shed_note(f"database: {type(exc).__name__}")
+            return _json(busy_response())
+        if accepted.kind == "callback" or accepted.response is not None:
+            return _json(accepted.response)
+        try:
+            return _json(async_to_sync(services.skill_answer_sync)(accepted=accepted))
+        except Exception:
+            logger.exception("kakao: synchronous answer failed")
+            return _json(response_build([services.APOLOGY_TEXT]))
+    finally:
+        admission.leave()
 
 
 @csrf_exempt

@@ -50,7 +50,7 @@ def enqueued(monkeypatch, request):
     """Jobs queued by the skill endpoint are recorded, not run — unless the test asks for live_delivery."""
     calls: list[str] = []
     if "live_delivery" not in request.fixturenames:
-        monkeypatch.setattr("kakao.services.callback_enqueue", lambda *, task_id: calls.append(str(task_id)))
+        monkeypatch.setattr("kakao.services.callback_enqueue", lambda *, task_id, announce=False: calls.append(str(task_id)))
     return calls
 
 
