@@ -63,7 +63,8 @@ def _terminal_status(frame: dict) -> str:
 _redis_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> client
 
 
-def _redis():
+def redis_client():
+    """This event loop's asyncio Redis client (REDIS_URL)."""
     import redis.asyncio as redis_asyncio
 
     loop = asyncio.get_running_loop()
@@ -73,21 +74,25 @@ def _redis():
     return client
 
 
+def key(client_id: str, name: str) -> str:
+    """The Redis key `name` of a client_id (`seq`, `log`, `cur`, `text`; the driver's lock, `driver`)."""
+    return f"{getattr(settings, 'CHANNEL_PREFIX', None) or 'mejai'}:assistant:{client_id}:{name}"
+
+
 def _keys(client_id: str) -> list[str]:
-    base = f"{getattr(settings, 'CHANNEL_PREFIX', None) or 'mejai'}:assistant:{client_id}"
-    return [f"{base}:seq", f"{base}:log", f"{base}:cur", f"{base}:text"]
+    return [key(client_id, "seq"), key(client_id, "log"), key(client_id, "cur"), key(client_id, "text")]
 
 
 async def _redis_append(client_id: str, frame: dict) -> int:
     keys = _keys(client_id)
     args = [_stored(frame), frame.get("type", ""), frame.get("turn_id") or "", frame.get("content") or "",
             conf.backlog_frames(), conf.backlog_seconds(), SEQ_TTL_SECONDS, _terminal_status(frame)]
-    return int(await _redis().eval(_APPEND, len(keys), *keys, *args))
+    return int(await redis_client().eval(_APPEND, len(keys), *keys, *args))
 
 
 async def _redis_after(client_id: str, after: int, limit: int) -> tuple[list[dict], int]:
     seq_key, log_key, _, _ = _keys(client_id)
-    async with _redis().pipeline(transaction=True) as pipe:
+    async with redis_client().pipeline(transaction=True) as pipe:
         pipe.get(seq_key)
         pipe.xrange(log_key, f"0-{after + 1}", "+", count=limit)
         current, entries = await pipe.execute()
@@ -101,7 +106,7 @@ async def _redis_after(client_id: str, after: int, limit: int) -> tuple[list[dic
 
 async def _redis_snapshot(client_id: str) -> dict:
     seq_key, _, cur_key, text_key = _keys(client_id)
-    async with _redis().pipeline(transaction=True) as pipe:
+    async with redis_client().pipeline(transaction=True) as pipe:
         pipe.get(seq_key)
         pipe.hgetall(cur_key)
         pipe.get(text_key)
@@ -208,7 +213,7 @@ async def snapshot_read(*, client_id: str) -> dict:
 
 async def seq_current(*, client_id: str) -> int:
     if settings.REDIS_URL:
-        value = await _redis().get(_keys(client_id)[0])
+        value = await redis_client().get(_keys(client_id)[0])
         return int(value or 0)
     with _memory_lock:
         log = _memory.get(client_id)

@@ -47,3 +47,9 @@ def watchdog_seconds() -> float:
 def driver_lock_seconds() -> int:
     """How long a client's driver lock lives without renewal (its process died: another takes over)."""
     return int(_number("ASSISTANT_DRIVER_LOCK_SECONDS", 30, minimum=3))
+
+
+def db_threads() -> int:
+    """Threads of the process's assistant database pool (assistant/sync.py); each holds at most one
+    pooled connection while it works."""
+    return int(_number("ASSISTANT_DB_THREADS", 8, minimum=1))

@@ -11,12 +11,12 @@ import asyncio
 import json
 import logging
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from assistant import answering, backlog, conf, connections, protocol, reports, services
 from assistant.resume import resume_frames
+from assistant.sync import db
 from mejai.errors import ApiError
 from mejai.middleware import JSON_MAX_DEPTH, json_too_deep
 
@@ -88,7 +88,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             last_here = await connections.client_unregister(
                 channel_name=self.channel_name, client_id=self.client_id, organization_id=self.caller.organization.pk)
             if last_here:
-                await database_sync_to_async(reports.client_gone)(client_id=self.client_id)
+                await db(reports.client_gone)(client_id=self.client_id)
 
     # --- frames in ---------------------------------------------------------------------------
 
@@ -130,8 +130,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if kind == "ping":
                 await self.send_local({"type": "pong"})
-                if self.caller is not None and await database_sync_to_async(reports.client_seen)(
-                        client_id=self.client_id):
+                if self.caller is not None and await db(reports.client_seen)(client_id=self.client_id):
                     await reports.reports_deliver(client_id=self.client_id)
             elif kind == "auth":
                 await self.auth_frame(content)
@@ -166,17 +165,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def auth_frame(self, content: dict):
         if self.caller is not None:
             raise ApiError("already_authenticated", "이미 인증되었습니다. (Already authenticated.)")
-        user = await database_sync_to_async(services.user_from_token)(raw_token=content.get("token"))
-        await self.authenticate(user, last_seq=content.get("last_seq"))
+        await self.authenticate(None, token=content.get("token"), last_seq=content.get("last_seq"))
 
-    async def authenticate(self, user, *, last_seq=None):
+    async def authenticate(self, user, *, token=None, last_seq=None):
+        # Two trips to the database pool for everything a connect needs (there were five thread hops
+        # on the process's one sync thread): who it is before subscribing, reports after it.
         def load():
-            caller = services.caller_load(user=user)
-            return caller, services.client_attach(caller=caller, client_id=self.client_id), \
-                services.projects_of(caller=caller)
+            who = services.user_from_token(raw_token=token) if user is None else user
+            caller = services.caller_load(user=who)
+            client = services.client_attach(caller=caller, client_id=self.client_id)
+            return caller, client, services.projects_of(caller=caller), services.client_has_pending(client_pk=client.pk)
 
         try:
-            caller, client, projects = await database_sync_to_async(load)()
+            caller, client, projects, pending = await db(load)()
         except ApiError as exc:
             await self.send_error(exc.code, exc.message)
             if exc.code in ("client_forbidden", "account_invalid"):
@@ -195,23 +196,30 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.delivered = last_seq if last_seq is not None else await backlog.seq_current(client_id=self.client_id)
         await self.send_local({"type": "ready", "protocol": protocol.PROTOCOL_VERSION, "client_id": self.client_id,
                                "user": caller.label, "projects": projects})
+
+        def seen():
+            # Present only now that the socket is subscribed: a report sent from here on reaches it live.
+            reports.client_seen(client_id=self.client_id)
+            return reports.claim_for(self.client_id)
+
+        claimed = await db(seen)()
         if last_seq is not None:
-            await self.resume_from(last_seq)
+            await self.resume_from(last_seq, reports_claimed=claimed)
         else:
             # Until the client's next frame, live frames wait here: if it is a `resume`, the resume
             # sends them in order (from the backlog); otherwise they go out first (or after HOLD_SECONDS).
             self.holding = []
             self.hold_timer = asyncio.get_running_loop().call_later(
                 HOLD_SECONDS, lambda: asyncio.ensure_future(self.release_held()))
-            await self.reports_pending()
-        # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
-        await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
+            await reports.reports_send(client_id=self.client_id, claimed=claimed)
+        if pending:
+            # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
+            await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
 
     # --- chat, stop --------------------------------------------------------------------------
 
     async def chat(self, content: dict):
-        accepted = await database_sync_to_async(services.chat_accept)(caller=self.caller, client=self.client,
-                                                                      content=content)
+        accepted = await db(services.chat_accept)(caller=self.caller, client=self.client, content=content)
         if accepted.created:
             turn = accepted.turn
             await connections.client_send(client_id=self.client_id, frame=protocol.frame_queued(
@@ -222,13 +230,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_local(protocol.frame_queued(
                 turn_id=accepted.turn.id, message_id=accepted.entry.message_id, message=accepted.turn.user_text,
                 agent_name=content.get("agent_name"), position=accepted.position) | {"duplicate": True})
-        await answering.driver_kick(client_pk=self.client.pk, client_id=self.client_id)
+        # Nothing of this client ahead of it: the driver starts on it without looking the queue up.
+        first = accepted.entry if accepted.created and accepted.position == 0 else None
+        await answering.driver_kick(client_pk=self.client.pk, client_id=self.client_id, first=first)
 
     async def stop(self):
-        current = await database_sync_to_async(services.client_turn_current)(client=self.client)
-        if current is None:
+        def cancel():
+            current = services.client_turn_current(client=self.client)
+            if current is not None:
+                answering.answer_cancel(turn_id=current.turn_id)
+            return current
+
+        if await db(cancel)() is None:
             raise ApiError("nothing_to_stop", "멈출 답변이 없습니다. (There is no answer to stop.)")
-        await database_sync_to_async(answering.answer_cancel)(turn_id=current.turn_id)
 
     # --- delivery in seq order ---------------------------------------------------------------
 
@@ -273,7 +287,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def resume(self, content: dict):
         await self.resume_from(content.get("last_seq"))
 
-    async def resume_from(self, last_seq) -> None:
+    async def resume_from(self, last_seq, *, reports_claimed=None) -> None:
         """Send everything after `last_seq` (backlog, or a snapshot when it was trimmed), then live.
 
         Channels hands this consumer one message at a time, so no live frame interleaves: after
@@ -287,9 +301,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for frame in frames:
             await self.send_json(frame)
             self.delivered = max(self.delivered, frame["seq"])
-        await self.reports_pending()
+        if reports_claimed is not None:
+            await reports.reports_send(client_id=self.client_id, claimed=reports_claimed)
+        else:
+            await self.reports_pending()
 
     async def reports_pending(self) -> None:
         """Reports that waited for this client go out now (into its stream: every tab gets them once)."""
-        await database_sync_to_async(reports.client_seen)(client_id=self.client_id)
+        await db(reports.client_seen)(client_id=self.client_id)
         await reports.reports_deliver(client_id=self.client_id)
