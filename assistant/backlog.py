@@ -44,6 +44,10 @@ elseif (kind == 'end' or kind == 'error') and ARGV[3] ~= '' then
   redis.call('HSET', KEYS[3], 'status', ARGV[8], 'seq', seq)
 end
 redis.call('EXPIRE', KEYS[3], ARGV[6])
+if #KEYS >= 5 then
+  -- the client's channel-layer group, read in the same trip: who is there to publish to
+  return {seq, redis.call('ZRANGE', KEYS[5], 0, -1)}
+end
 return seq
 """
 
@@ -83,11 +87,15 @@ def _keys(client_id: str) -> list[str]:
     return [key(client_id, "seq"), key(client_id, "log"), key(client_id, "cur"), key(client_id, "text")]
 
 
-async def _redis_append(client_id: str, frame: dict) -> int:
-    keys = _keys(client_id)
+async def _redis_append(client_id: str, frame: dict, group_key: bytes | None = None):
+    keys = _keys(client_id) + ([group_key] if group_key else [])
     args = [_stored(frame), frame.get("type", ""), frame.get("turn_id") or "", frame.get("content") or "",
             conf.backlog_frames(), conf.backlog_seconds(), SEQ_TTL_SECONDS, _terminal_status(frame)]
-    return int(await redis_client().eval(_APPEND, len(keys), *keys, *args))
+    result = await redis_client().eval(_APPEND, len(keys), *keys, *args)
+    if group_key:
+        seq, members = result
+        return int(seq), [m.decode() if isinstance(m, bytes) else m for m in members]
+    return int(result)
 
 
 async def _redis_after(client_id: str, after: int, limit: int) -> tuple[list[dict], int]:
@@ -188,6 +196,13 @@ async def frame_append(*, client_id: str, frame: dict) -> dict:
     else:
         seq = _memory_append(client_id, frame)
     return {**frame, "seq": seq}
+
+
+async def frame_append_members(*, client_id: str, frame: dict, group_key: bytes) -> tuple[dict, list[str]]:
+    """frame_append (Redis only), also reading the channel names in the sorted set `group_key`
+    (a channels_redis group) in the same round trip: (frame with seq, channel names)."""
+    seq, members = await _redis_append(client_id, frame, group_key)
+    return {**frame, "seq": seq}, members
 
 
 async def frames_after(*, client_id: str, after: int, limit: int = 100_000) -> tuple[list[dict], bool]:

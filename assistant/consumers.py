@@ -8,10 +8,14 @@ in `seq` order (filling any gap from the backlog). Answers run in the client's d
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from assistant import answering, backlog, conf, connections, protocol, reports, services
@@ -56,6 +60,24 @@ def _query_last_seq(scope) -> int | None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        """AsyncConsumer.__call__ with a third source of messages: `inbox`, where this process puts
+        its own frames for this socket (connections.client_send) instead of a round trip through the
+        channel layer. The layer's receive would not see them until its Redis read returned."""
+        self.scope = scope
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive, self.inbox.get]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.insert(1, self.channel_receive)
+        self.base_send = send
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
     async def connect(self):
         self.client_id = self.scope["url_route"]["kwargs"]["client_id"]
         self.caller = None
@@ -189,7 +211,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.caller, self.client = caller, client
         # Subscribe first, then read where the client's stream is: nothing after it can be missed.
         await connections.client_register(channel_name=self.channel_name, client_id=self.client_id,
-                                          organization_id=caller.organization.pk)
+                                          organization_id=caller.organization.pk, inbox=self.inbox)
         self.registered = True
         if last_seq is not None and not protocol.seq_valid(last_seq):
             last_seq = 0  # a resume point that is not a seq: the client gets everything it can

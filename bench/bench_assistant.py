@@ -54,6 +54,7 @@ NODE_PEER = ROOT.parent / "shared" / "peers" / "node-ws"
 TTFT = 0.15
 TPS = 40.0
 REPLY = " ".join(f"토큰{i}" for i in range(40))
+STALL_SECONDS = 30.0  # a chat with no frame for this long counts as not answered
 
 
 def member_token(infra) -> dict:
@@ -107,12 +108,16 @@ async def mejai_client(url: str, token: str, rounds: int, results: list[float], 
             await ws.send(json.dumps({"type": "chat", "message": f"질문 {n}", "project_id": "bench",
                                       "agent_name": "bench-agent"}))
             first = None
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "response" and first is None:
-                    first = time.perf_counter() - started
-                if frame["type"] in ("end", "error") and frame.get("turn_id"):
-                    break
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), STALL_SECONDS))
+                    if frame["type"] == "response" and first is None:
+                        first = time.perf_counter() - started
+                    if frame["type"] in ("end", "error") and frame.get("turn_id"):
+                        break
+            except TimeoutError:
+                results.append(None)  # counted as not answered; this client stops here
+                return
             results.append(first)
 
 
@@ -127,23 +132,35 @@ async def node_client(url: str, rounds: int, results: list[float], ready: asynci
             started = time.perf_counter()
             await ws.send(json.dumps({"chatId": chat_id, "message": f"질문 {n}"}))
             first = None
-            while True:
-                frame = json.loads(await ws.recv())
-                if "delta" in frame and first is None:
-                    first = time.perf_counter() - started
-                if "reply" in frame:
-                    break
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), STALL_SECONDS))
+                    if "delta" in frame and first is None:
+                        first = time.perf_counter() - started
+                    if "reply" in frame:
+                        break
+            except TimeoutError:
+                results.append(None)
+                return
             results.append(first)
 
 
 async def concurrent_run(make_client, clients: int, rounds: int) -> list[float]:
+    """First-piece times of every chat answered; a client that could not connect or stalled
+    contributes fewer (the table shows n against clients × rounds)."""
     results: list[float] = []
     readies = [asyncio.Event() for _ in range(clients)]
     go = asyncio.Event()
     tasks = [asyncio.ensure_future(make_client(results, r, go)) for r in readies]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
+    waits = [asyncio.ensure_future(r.wait()) for r in readies]
+    await asyncio.wait([*waits], timeout=120)  # clients whose connect failed never get ready
+    for w in waits:
+        w.cancel()
     go.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), 600)
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [d for d in done if isinstance(d, BaseException)]
+    if failed:
+        print(f"[assistant] {len(failed)} clients failed, e.g. {failed[0]!r}", flush=True)
     return [x for x in results if x is not None]
 
 
@@ -196,35 +213,44 @@ async def idle_sockets(url: str, token: str, count: int, pid: int) -> tuple[int,
 
 async def resume_latency(url: str, token: str, tries: int) -> list[float]:
     """Disconnect mid-answer, reconnect with last_seq: time from sending `auth` to the first missed frame."""
-    import websockets
 
     samples = []
     for _ in range(tries):
-        path = f"{url}/ws/chat/resume-{uuid.uuid4().hex[:16]}"
-        async with websockets.connect(path, max_size=None) as ws:
-            await ws.send(json.dumps({"type": "auth", "token": token}))
-            while json.loads(await ws.recv())["type"] != "ready":
-                pass
-            await ws.send(json.dumps({"type": "chat", "message": "길게", "project_id": "bench",
-                                      "agent_name": "bench-agent"}))
-            last = 0
-            while True:
-                frame = json.loads(await ws.recv())
-                last = frame["seq"]
-                if frame["type"] == "response":
-                    break
-        await asyncio.sleep(0.3)  # frames keep coming while away
-        async with websockets.connect(path, max_size=None) as ws:
-            started = time.perf_counter()
-            await ws.send(json.dumps({"type": "auth", "token": token, "last_seq": last}))
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] != "ready" and frame["seq"] > last:
-                    samples.append(time.perf_counter() - started)
-                    break
-            while json.loads(await ws.recv())["type"] != "end":
-                pass
+        try:
+            samples.append(await asyncio.wait_for(resume_once(url, token), 120))
+        except Exception as exc:  # one failed try is reported, not fatal
+            print(f"[assistant] a resume try failed: {exc!r}", flush=True)
     return samples
+
+
+async def resume_once(url: str, token: str) -> float:
+    import websockets
+
+    path = f"{url}/ws/chat/resume-{uuid.uuid4().hex[:16]}"
+    async with websockets.connect(path, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        await ws.send(json.dumps({"type": "chat", "message": "길게", "project_id": "bench",
+                                  "agent_name": "bench-agent"}))
+        last = 0
+        while True:
+            frame = json.loads(await ws.recv())
+            last = frame["seq"]
+            if frame["type"] == "response":
+                break
+    await asyncio.sleep(0.3)  # frames keep coming while away
+    async with websockets.connect(path, max_size=None) as ws:
+        started = time.perf_counter()
+        await ws.send(json.dumps({"type": "auth", "token": token, "last_seq": last}))
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] != "ready" and frame["seq"] > last:
+                took = time.perf_counter() - started
+                break
+        while json.loads(await ws.recv())["type"] != "end":
+            pass
+    return took
 
 
 def ms(values, p) -> str:
@@ -297,7 +323,7 @@ def main() -> int:
             over_m = [x - model for x in mejai]
             over_n = [x - model for x in node]
             ratio = (percentile(over_m, 50) / percentile(over_n, 50)) if node and percentile(over_n, 50) else None
-            rows.append([clients, len(mejai), ms(over_m, 50), ms(over_m, 95), len(node), ms(over_n, 50),
+            rows.append([clients, f"{len(mejai)}/{clients * rounds}", ms(over_m, 50), ms(over_m, 95), f"{len(node)}/{clients * rounds}", ms(over_n, 50),
                          ms(over_n, 95), fmt(ratio, 2, "×") if ratio else "—"])
             cpu_rows.append([clients, cpu_m, cpu_n])
         load_during = os.getloadavg()
