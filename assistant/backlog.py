@@ -74,7 +74,11 @@ def redis_client():
     loop = asyncio.get_running_loop()
     client = _redis_clients.get(loop)
     if client is None:
-        client = _redis_clients[loop] = redis_asyncio.Redis.from_url(settings.REDIS_URL)
+        # A blocking pool: past its size a command waits for a connection (redis-py 8's default
+        # pool fails at once past 100, which lost frames of 100 clients streaming together).
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=conf.redis_connections(), timeout=30)
+        client = _redis_clients[loop] = redis_asyncio.Redis(connection_pool=pool)
     return client
 
 

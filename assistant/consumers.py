@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CLOSE_AUTH_TIMEOUT = 4401
 HOLD_SECONDS = 1.0  # how long live frames wait for a `resume` right after `ready`
 CLOSE_FORBIDDEN = 4403
+CATCH_UP_SECONDS = 2.0  # a turn in progress silent this long on a socket: read the backlog for lost frames
 
 
 def _header(scope, name: bytes) -> str:
@@ -87,6 +88,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.auth_deadline = None
         self.holding: list[dict] | None = None
         self.hold_timer = None
+        self.catch_up_timer = None
         await self.accept()
         try:
             services.client_id_validate(self.client_id)
@@ -105,6 +107,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.auth_deadline is not None:
             self.auth_deadline.cancel()
         self.stop_holding()
+        self.catch_up_disarm()
         if self.registered:
             self.registered = False
             last_here = await connections.client_unregister(
@@ -297,9 +300,36 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     self.delivered = earlier["seq"]
         await self.send_json(frame)
         self.delivered = seq
+        self.catch_up_arm(frame)
 
     async def assistant_frame(self, message: dict):
         await self.deliver(message["frame"])
+
+    # A frame the channel layer dropped (a process's channel over capacity) is filled from the
+    # backlog when the next one arrives; the last frame of a turn has no next one. So while a turn
+    # is open on this socket, silence for CATCH_UP_SECONDS makes it read the backlog once more.
+
+    def catch_up_disarm(self) -> None:
+        if self.catch_up_timer is not None:
+            self.catch_up_timer.cancel()
+            self.catch_up_timer = None
+
+    def catch_up_arm(self, frame: dict) -> None:
+        self.catch_up_disarm()
+        if frame.get("type") in ("queued", "start", "response"):
+            self.catch_up_timer = asyncio.get_running_loop().call_later(
+                CATCH_UP_SECONDS, self.inbox.put_nowait, {"type": "assistant.catch_up"})
+
+    async def assistant_catch_up(self, message: dict):
+        self.catch_up_timer = None
+        if self.holding is not None:
+            return
+        missing, _complete = await backlog.frames_after(client_id=self.client_id, after=self.delivered, limit=1000)
+        for frame in missing:
+            await self.deliver(frame)
+        if not missing:
+            self.catch_up_timer = asyncio.get_running_loop().call_later(
+                CATCH_UP_SECONDS, self.inbox.put_nowait, {"type": "assistant.catch_up"})
 
     async def assistant_notice(self, message: dict):
         await self.send_local({**message["frame"], "broadcast": True})
