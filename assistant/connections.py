@@ -102,7 +102,17 @@ async def client_send(*, client_id: str, frame: dict) -> dict:
     return framed
 
 
+_one_trip_layers: dict[int, bool] = {}
+
+
 def _local_delivery_possible(layer) -> bool:
+    known = _one_trip_layers.get(id(layer))
+    if known is None:
+        known = _one_trip_layers[id(layer)] = _one_trip(layer)
+    return known
+
+
+def _one_trip(layer) -> bool:
     """Whether one Redis round trip can number a frame and read the client's group: a Redis channel
     layer on one host, the backlog's own Redis."""
     try:

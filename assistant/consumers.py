@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -78,6 +79,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await await_many_dispatch(sources, self.dispatch)
         except StopConsumer:
             pass
+
+    async def dispatch(self, message):
+        """AsyncConsumer.dispatch without its `aclose_old_connections()` before every message: that is
+        a hop to the process's one sync thread per frame of every socket (thousands a second with a
+        hundred answers streaming, all queued on that thread). This consumer never uses the ORM on
+        the loop; its database work runs through assistant.sync.db, which closes its own connections."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         self.client_id = self.scope["url_route"]["kwargs"]["client_id"]
