@@ -210,10 +210,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             who = services.user_from_token(raw_token=token) if user is None else user
             caller = services.caller_load(user=who)
             client = services.client_attach(caller=caller, client_id=self.client_id)
-            return caller, client, services.projects_of(caller=caller), services.client_has_pending(client_pk=client.pk)
+            return (caller, client, services.projects_of(caller=caller), services.client_has_pending(client_pk=client.pk),
+                    reports.reports_waiting(client=client))
 
         try:
-            caller, client, projects, pending = await db(load)()
+            caller, client, projects, pending, waiting = await db(load)()
         except ApiError as exc:
             await self.send_error(exc.code, exc.message)
             if exc.code in ("client_forbidden", "account_invalid"):
@@ -235,8 +236,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         def seen():
             # Present only now that the socket is subscribed: a report sent from here on reaches it live.
-            reports.client_seen(client_id=self.client_id)
-            return reports.claim_for(self.client_id)
+            # One stored after the look-up above but before this found no presence and set the
+            # waiting flag that client_seen returns; without either there is nothing to claim.
+            flagged = reports.client_seen(client_id=self.client_id)
+            return reports.claim_for(self.client_id) if flagged or waiting else []
 
         claimed = await db(seen)()
         if last_seq is not None:

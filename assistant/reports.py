@@ -97,6 +97,13 @@ def reports_claim(*, client: AssistantClient) -> list[Report]:
     return pending
 
 
+def reports_waiting(*, client: AssistantClient) -> bool:
+    """Whether reports for this client (or its user's unaddressed ones) wait undelivered."""
+    return Report.objects.filter(Q(client=client) | Q(client__isnull=True, user_id=client.user_id,
+                                                      organization_id=client.organization_id),
+                                 delivered_at__isnull=True).exists()
+
+
 def claim_for(client_id: str) -> list[Report]:
     """Claim the reports waiting for `client_id` (sync; send them with `reports_send`)."""
     cache.delete(_waiting_key(client_id))
