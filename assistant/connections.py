@@ -1,14 +1,16 @@
 """The connection manager: per-client_id and per-organization groups on the channel layer.
 
 Sockets join their client's group (every tab of one client_id) and their organization's group.
-`client_send` is the one way a stream frame leaves the server: seq + backlog first, then the group,
-so any process's sockets get it (docs/assistant.md). Counters of this process feed /api/assistant/status.
+`client_send` is the one way a stream frame leaves the server: seq + backlog first, then this
+process's sockets of the client (their local inbox) and, through the channel layer, other
+processes' (docs/assistant.md). Counters of this process feed /api/assistant/status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import Counter
 
 from asgiref.sync import async_to_sync
@@ -92,7 +94,10 @@ async def client_send(*, client_id: str, frame: dict) -> dict:
         elif local[1] is running:
             local[0].put_nowait(dict(message))
         else:  # a job's loop on another thread: hand it to the socket's loop
-            local[1].call_soon_threadsafe(local[0].put_nowait, dict(message))
+            try:
+                local[1].call_soon_threadsafe(local[0].put_nowait, dict(message))
+            except RuntimeError:  # that loop is closed: its socket is gone
+                _local_inboxes.pop(channel, None)
     if remote:
         try:
             # Sockets of this process in the group get it again; they drop it by seq.
@@ -102,13 +107,13 @@ async def client_send(*, client_id: str, frame: dict) -> dict:
     return framed
 
 
-_one_trip_layers: dict[int, bool] = {}
+_one_trip_layers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> bool
 
 
 def _local_delivery_possible(layer) -> bool:
-    known = _one_trip_layers.get(id(layer))
+    known = _one_trip_layers.get(layer)
     if known is None:
-        known = _one_trip_layers[id(layer)] = _one_trip(layer)
+        known = _one_trip_layers[layer] = _one_trip(layer)
     return known
 
 
