@@ -1,7 +1,8 @@
 """The per-client driver: answers a client_id's turns one at a time, in order, off the socket.
 
 `driver_kick(client)` after a chat is stored. One driver runs per client_id across processes (a
-cache lock with a TTL it renews; a dead process's lock expires and the next kick takes over). For
+lock with a TTL it renews — a Redis key set with NX from the event loop, no thread hop; in memory
+without Redis — and a dead process's lock expires so the next kick takes over). For
 each pending turn it runs the runtime's answer, maps its events to frames (`start`, coalesced
 `response`s, exactly one `end` or `error`) and sends them with `connections.client_send`. A
 watchdog ends a turn whose model is silent; `stop` (from any process) cancels the answer.
@@ -14,11 +15,11 @@ import logging
 import time
 import uuid
 
-from channels.db import database_sync_to_async  # closes its connection after: back to the pool
-from django.core.cache import cache
+from django.conf import settings
 
-from assistant import conf, protocol, services
+from assistant import backlog, conf, protocol, services
 from assistant.connections import client_send
+from assistant.sync import db
 from runtime import background
 
 logger = logging.getLogger(__name__)
@@ -101,46 +102,77 @@ class ResponseCoalescer:
                                                                 "content": final, "status": "completed"})
 
 
-# --- the driver -------------------------------------------------------------------------------
+# --- the driver ---------------------------------------------------------------------------------
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_memory_locks: dict[str, tuple[str, float]] = {}  # client_id -> (token, expires at): one process, no Redis
 
 
 def _lock_key(client_id: str) -> str:
-    return f"assistant:driver:{client_id}"
+    return backlog.key(client_id, "driver")
 
 
-async def driver_kick(*, client_pk: int, client_id: str) -> None:
-    """Make sure a driver answers this client's pending turns (here, unless one runs elsewhere)."""
+async def _lock_take(client_id: str, token: str) -> bool:
+    ttl = conf.driver_lock_seconds()
+    if settings.REDIS_URL:
+        return bool(await backlog.redis_client().set(_lock_key(client_id), token, nx=True, ex=ttl))
+    held = _memory_locks.get(client_id)
+    if held is not None and held[1] > time.monotonic():
+        return False
+    _memory_locks[client_id] = (token, time.monotonic() + ttl)
+    return True
+
+
+async def _lock_release(client_id: str, token: str) -> None:
+    """Release the lock if it is still ours (compare-and-delete)."""
+    if settings.REDIS_URL:
+        await backlog.redis_client().eval(_RELEASE, 1, _lock_key(client_id), token)
+    elif (_memory_locks.get(client_id) or ("",))[0] == token:
+        del _memory_locks[client_id]
+
+
+async def _lock_renew(client_id: str, token: str) -> None:
+    ttl = conf.driver_lock_seconds()
+    while True:
+        await asyncio.sleep(ttl / 3)
+        if settings.REDIS_URL:
+            await backlog.redis_client().eval(_RENEW, 1, _lock_key(client_id), token, ttl)
+        elif (_memory_locks.get(client_id) or ("",))[0] == token:
+            _memory_locks[client_id] = (token, time.monotonic() + ttl)
+
+
+async def driver_kick(*, client_pk: int, client_id: str, first=None) -> None:
+    """Make sure a driver answers this client's pending turns (here, unless one runs elsewhere).
+
+    `first`: the ClientTurn just stored when nothing of the client was ahead of it (position 0):
+    the driver answers it without looking the queue up first.
+    """
     token = uuid.uuid4().hex
-    if await cache.aadd(_lock_key(client_id), token, timeout=conf.driver_lock_seconds()):
-        task = asyncio.ensure_future(_drive(client_pk=client_pk, client_id=client_id, token=token))
+    if await _lock_take(client_id, token):
+        task = asyncio.ensure_future(_drive(client_pk=client_pk, client_id=client_id, token=token, first=first))
         _drivers.add(task)
         task.add_done_callback(_drivers.discard)
 
 
-async def _lock_release(client_id: str, token: str) -> None:
-    # Not atomic compare-and-delete, but the lock only ever moves on after it expired, and a driver
-    # renews it well before: releasing someone else's lock needs a process stalled for the whole TTL.
-    if await cache.aget(_lock_key(client_id)) == token:
-        await cache.adelete(_lock_key(client_id))
-
-
-async def _lock_renew(client_id: str, token: str) -> None:
-    while True:
-        await asyncio.sleep(conf.driver_lock_seconds() / 3)
-        await cache.aset(_lock_key(client_id), token, timeout=conf.driver_lock_seconds())
-
-
-async def _drive(*, client_pk: int, client_id: str, token: str) -> None:
+async def _drive(*, client_pk: int, client_id: str, token: str, first=None) -> None:
     renew = asyncio.ensure_future(_lock_renew(client_id, token))
     try:
         while True:
-            entry = await database_sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
+            entry, first = first, None
+            if entry is None:
+                entry = await db(services.client_turn_pending_next)(client_pk=client_pk)
             if entry is None:
                 await _lock_release(client_id, token)
                 # A chat stored after the look-up above, whose kick found our lock: take it back.
-                entry = await database_sync_to_async(services.client_turn_pending_next)(client_pk=client_pk)
-                if entry is None or not await cache.aadd(_lock_key(client_id), token,
-                                                         timeout=conf.driver_lock_seconds()):
+                entry = await db(services.client_turn_pending_next)(client_pk=client_pk)
+                if entry is None or not await _lock_take(client_id, token):
                     return
             try:
                 await turn_deliver(client_id=client_id, entry=entry)
@@ -208,7 +240,7 @@ async def turn_deliver(*, client_id: str, entry) -> None:
                 await coalescer.flush_if_due()
                 if time.monotonic() - heard >= watchdog:
                     # The model is silent: stop its answer (the partial text is kept) and say why.
-                    await database_sync_to_async(answer_cancel)(turn_id=turn_id)
+                    await db(answer_cancel)(turn_id=turn_id)
                     await cancel_answer()
                     await start_once()
                     await coalescer.flush()
@@ -225,6 +257,11 @@ async def turn_deliver(*, client_id: str, entry) -> None:
             if isinstance(item, Exception):
                 continue  # _END follows
             heard = time.monotonic()
+            if item.type == "start" and item.data.get("replayed") and not started:
+                # Already answered (by a driver that took it between our look-up and the claim):
+                # its frames went out from there; sending the replay would repeat them.
+                logger.info("assistant: turn %s of %s was answered elsewhere", turn_id, client_id)
+                return
             if item.type == "start":
                 await start_once()
             elif item.type == "delta":

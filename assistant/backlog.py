@@ -44,6 +44,10 @@ elseif (kind == 'end' or kind == 'error') and ARGV[3] ~= '' then
   redis.call('HSET', KEYS[3], 'status', ARGV[8], 'seq', seq)
 end
 redis.call('EXPIRE', KEYS[3], ARGV[6])
+if #KEYS >= 5 then
+  -- the client's channel-layer group, read in the same trip: who is there to publish to
+  return {seq, redis.call('ZRANGE', KEYS[5], 0, -1)}
+end
 return seq
 """
 
@@ -63,31 +67,44 @@ def _terminal_status(frame: dict) -> str:
 _redis_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> client
 
 
-def _redis():
+def redis_client():
+    """This event loop's asyncio Redis client (REDIS_URL)."""
     import redis.asyncio as redis_asyncio
 
     loop = asyncio.get_running_loop()
     client = _redis_clients.get(loop)
     if client is None:
-        client = _redis_clients[loop] = redis_asyncio.Redis.from_url(settings.REDIS_URL)
+        # A blocking pool: past its size a command waits for a connection (redis-py 8's default
+        # pool fails at once past 100, which lost frames of 100 clients streaming together).
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=conf.redis_connections(), timeout=30)
+        client = _redis_clients[loop] = redis_asyncio.Redis(connection_pool=pool)
     return client
 
 
+def key(client_id: str, name: str) -> str:
+    """The Redis key `name` of a client_id (`seq`, `log`, `cur`, `text`; the driver's lock, `driver`)."""
+    return f"{getattr(settings, 'CHANNEL_PREFIX', None) or 'mejai'}:assistant:{client_id}:{name}"
+
+
 def _keys(client_id: str) -> list[str]:
-    base = f"{getattr(settings, 'CHANNEL_PREFIX', None) or 'mejai'}:assistant:{client_id}"
-    return [f"{base}:seq", f"{base}:log", f"{base}:cur", f"{base}:text"]
+    return [key(client_id, "seq"), key(client_id, "log"), key(client_id, "cur"), key(client_id, "text")]
 
 
-async def _redis_append(client_id: str, frame: dict) -> int:
-    keys = _keys(client_id)
+async def _redis_append(client_id: str, frame: dict, group_key: bytes | None = None):
+    keys = _keys(client_id) + ([group_key] if group_key else [])
     args = [_stored(frame), frame.get("type", ""), frame.get("turn_id") or "", frame.get("content") or "",
             conf.backlog_frames(), conf.backlog_seconds(), SEQ_TTL_SECONDS, _terminal_status(frame)]
-    return int(await _redis().eval(_APPEND, len(keys), *keys, *args))
+    result = await redis_client().eval(_APPEND, len(keys), *keys, *args)
+    if group_key:
+        seq, members = result
+        return int(seq), [m.decode() if isinstance(m, bytes) else m for m in members]
+    return int(result)
 
 
 async def _redis_after(client_id: str, after: int, limit: int) -> tuple[list[dict], int]:
     seq_key, log_key, _, _ = _keys(client_id)
-    async with _redis().pipeline(transaction=True) as pipe:
+    async with redis_client().pipeline(transaction=True) as pipe:
         pipe.get(seq_key)
         pipe.xrange(log_key, f"0-{after + 1}", "+", count=limit)
         current, entries = await pipe.execute()
@@ -101,7 +118,7 @@ async def _redis_after(client_id: str, after: int, limit: int) -> tuple[list[dic
 
 async def _redis_snapshot(client_id: str) -> dict:
     seq_key, _, cur_key, text_key = _keys(client_id)
-    async with _redis().pipeline(transaction=True) as pipe:
+    async with redis_client().pipeline(transaction=True) as pipe:
         pipe.get(seq_key)
         pipe.hgetall(cur_key)
         pipe.get(text_key)
@@ -185,6 +202,13 @@ async def frame_append(*, client_id: str, frame: dict) -> dict:
     return {**frame, "seq": seq}
 
 
+async def frame_append_members(*, client_id: str, frame: dict, group_key: bytes) -> tuple[dict, list[str]]:
+    """frame_append (Redis only), also reading the channel names in the sorted set `group_key`
+    (a channels_redis group) in the same round trip: (frame with seq, channel names)."""
+    seq, members = await _redis_append(client_id, frame, group_key)
+    return {**frame, "seq": seq}, members
+
+
 async def frames_after(*, client_id: str, after: int, limit: int = 100_000) -> tuple[list[dict], bool]:
     """Frames with seq > `after`, in order; complete=False when some of them are gone (trimmed,
     expired, or `after` is not a seq this client has had)."""
@@ -208,7 +232,7 @@ async def snapshot_read(*, client_id: str) -> dict:
 
 async def seq_current(*, client_id: str) -> int:
     if settings.REDIS_URL:
-        value = await _redis().get(_keys(client_id)[0])
+        value = await redis_client().get(_keys(client_id)[0])
         return int(value or 0)
     with _memory_lock:
         log = _memory.get(client_id)

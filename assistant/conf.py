@@ -47,3 +47,14 @@ def watchdog_seconds() -> float:
 def driver_lock_seconds() -> int:
     """How long a client's driver lock lives without renewal (its process died: another takes over)."""
     return int(_number("ASSISTANT_DRIVER_LOCK_SECONDS", 30, minimum=3))
+
+
+def db_threads() -> int:
+    """Threads of the process's assistant database pool (assistant/sync.py); each holds at most one
+    pooled connection while it works."""
+    return int(_number("ASSISTANT_DB_THREADS", 8, minimum=1))
+
+
+def redis_connections() -> int:
+    """Connections of the process's backlog Redis pool (per event loop); a command waits for one past it."""
+    return int(_number("ASSISTANT_REDIS_CONNECTIONS", 200, minimum=4))

@@ -8,15 +8,20 @@ in `seq` order (filling any gap from the backlog). Answers run in the client's d
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from assistant import answering, backlog, conf, connections, protocol, reports, services
 from assistant.resume import resume_frames
+from assistant.sync import db
 from mejai.errors import ApiError
 from mejai.middleware import JSON_MAX_DEPTH, json_too_deep
 
@@ -25,6 +30,7 @@ logger = logging.getLogger(__name__)
 CLOSE_AUTH_TIMEOUT = 4401
 HOLD_SECONDS = 1.0  # how long live frames wait for a `resume` right after `ready`
 CLOSE_FORBIDDEN = 4403
+CATCH_UP_SECONDS = 2.0  # a turn in progress silent this long on a socket: read the backlog for lost frames
 
 
 def _header(scope, name: bytes) -> str:
@@ -56,6 +62,34 @@ def _query_last_seq(scope) -> int | None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        """AsyncConsumer.__call__ with a third source of messages: `inbox`, where this process puts
+        its own frames for this socket (connections.client_send) instead of a round trip through the
+        channel layer. The layer's receive would not see them until its Redis read returned."""
+        self.scope = scope
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive, self.inbox.get]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.insert(1, self.channel_receive)
+        self.base_send = send
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message):
+        """AsyncConsumer.dispatch without its `aclose_old_connections()` before every message: that is
+        a hop to the process's one sync thread per frame of every socket (thousands a second with a
+        hundred answers streaming, all queued on that thread). This consumer never uses the ORM on
+        the loop; its database work runs through assistant.sync.db, which closes its own connections."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         self.client_id = self.scope["url_route"]["kwargs"]["client_id"]
         self.caller = None
@@ -65,6 +99,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.auth_deadline = None
         self.holding: list[dict] | None = None
         self.hold_timer = None
+        self.catch_up_timer = None
         await self.accept()
         try:
             services.client_id_validate(self.client_id)
@@ -83,12 +118,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.auth_deadline is not None:
             self.auth_deadline.cancel()
         self.stop_holding()
+        self.catch_up_disarm()
         if self.registered:
             self.registered = False
             last_here = await connections.client_unregister(
                 channel_name=self.channel_name, client_id=self.client_id, organization_id=self.caller.organization.pk)
             if last_here:
-                await database_sync_to_async(reports.client_gone)(client_id=self.client_id)
+                await db(reports.client_gone)(client_id=self.client_id)
 
     # --- frames in ---------------------------------------------------------------------------
 
@@ -130,8 +166,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if kind == "ping":
                 await self.send_local({"type": "pong"})
-                if self.caller is not None and await database_sync_to_async(reports.client_seen)(
-                        client_id=self.client_id):
+                if self.caller is not None and await db(reports.client_seen)(client_id=self.client_id):
                     await reports.reports_deliver(client_id=self.client_id)
             elif kind == "auth":
                 await self.auth_frame(content)
@@ -166,17 +201,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def auth_frame(self, content: dict):
         if self.caller is not None:
             raise ApiError("already_authenticated", "이미 인증되었습니다. (Already authenticated.)")
-        user = await database_sync_to_async(services.user_from_token)(raw_token=content.get("token"))
-        await self.authenticate(user, last_seq=content.get("last_seq"))
+        await self.authenticate(None, token=content.get("token"), last_seq=content.get("last_seq"))
 
-    async def authenticate(self, user, *, last_seq=None):
+    async def authenticate(self, user, *, token=None, last_seq=None):
+        # Two trips to the database pool for everything a connect needs (there were five thread hops
+        # on the process's one sync thread): who it is before subscribing, reports after it.
         def load():
-            caller = services.caller_load(user=user)
-            return caller, services.client_attach(caller=caller, client_id=self.client_id), \
-                services.projects_of(caller=caller)
+            who = services.user_from_token(raw_token=token) if user is None else user
+            caller = services.caller_load(user=who)
+            client = services.client_attach(caller=caller, client_id=self.client_id)
+            return (caller, client, services.projects_of(caller=caller), services.client_has_pending(client_pk=client.pk),
+                    reports.reports_waiting(client=client))
 
         try:
-            caller, client, projects = await database_sync_to_async(load)()
+            caller, client, projects, pending, waiting = await db(load)()
         except ApiError as exc:
             await self.send_error(exc.code, exc.message)
             if exc.code in ("client_forbidden", "account_invalid"):
@@ -188,30 +226,39 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.caller, self.client = caller, client
         # Subscribe first, then read where the client's stream is: nothing after it can be missed.
         await connections.client_register(channel_name=self.channel_name, client_id=self.client_id,
-                                          organization_id=caller.organization.pk)
+                                          organization_id=caller.organization.pk, inbox=self.inbox)
         self.registered = True
         if last_seq is not None and not protocol.seq_valid(last_seq):
             last_seq = 0  # a resume point that is not a seq: the client gets everything it can
         self.delivered = last_seq if last_seq is not None else await backlog.seq_current(client_id=self.client_id)
         await self.send_local({"type": "ready", "protocol": protocol.PROTOCOL_VERSION, "client_id": self.client_id,
                                "user": caller.label, "projects": projects})
+
+        def seen():
+            # Present only now that the socket is subscribed: a report sent from here on reaches it live.
+            # One stored after the look-up above but before this found no presence and set the
+            # waiting flag that client_seen returns; without either there is nothing to claim.
+            flagged = reports.client_seen(client_id=self.client_id)
+            return reports.claim_for(self.client_id) if flagged or waiting else []
+
+        claimed = await db(seen)()
         if last_seq is not None:
-            await self.resume_from(last_seq)
+            await self.resume_from(last_seq, reports_claimed=claimed)
         else:
             # Until the client's next frame, live frames wait here: if it is a `resume`, the resume
             # sends them in order (from the backlog); otherwise they go out first (or after HOLD_SECONDS).
             self.holding = []
             self.hold_timer = asyncio.get_running_loop().call_later(
                 HOLD_SECONDS, lambda: asyncio.ensure_future(self.release_held()))
-            await self.reports_pending()
-        # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
-        await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
+            await reports.reports_send(client_id=self.client_id, claimed=claimed)
+        if pending:
+            # A turn left pending (its driver's process died, or it was sent while none ran) gets answered.
+            await answering.driver_kick(client_pk=client.pk, client_id=self.client_id)
 
     # --- chat, stop --------------------------------------------------------------------------
 
     async def chat(self, content: dict):
-        accepted = await database_sync_to_async(services.chat_accept)(caller=self.caller, client=self.client,
-                                                                      content=content)
+        accepted = await db(services.chat_accept)(caller=self.caller, client=self.client, content=content)
         if accepted.created:
             turn = accepted.turn
             await connections.client_send(client_id=self.client_id, frame=protocol.frame_queued(
@@ -222,13 +269,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_local(protocol.frame_queued(
                 turn_id=accepted.turn.id, message_id=accepted.entry.message_id, message=accepted.turn.user_text,
                 agent_name=content.get("agent_name"), position=accepted.position) | {"duplicate": True})
-        await answering.driver_kick(client_pk=self.client.pk, client_id=self.client_id)
+        # Nothing of this client ahead of it: the driver starts on it without looking the queue up.
+        first = accepted.entry if accepted.created and accepted.position == 0 else None
+        await answering.driver_kick(client_pk=self.client.pk, client_id=self.client_id, first=first)
 
     async def stop(self):
-        current = await database_sync_to_async(services.client_turn_current)(client=self.client)
-        if current is None:
+        def cancel():
+            current = services.client_turn_current(client=self.client)
+            if current is not None:
+                answering.answer_cancel(turn_id=current.turn_id)
+            return current
+
+        if await db(cancel)() is None:
             raise ApiError("nothing_to_stop", "멈출 답변이 없습니다. (There is no answer to stop.)")
-        await database_sync_to_async(answering.answer_cancel)(turn_id=current.turn_id)
 
     # --- delivery in seq order ---------------------------------------------------------------
 
@@ -261,9 +314,36 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     self.delivered = earlier["seq"]
         await self.send_json(frame)
         self.delivered = seq
+        self.catch_up_arm(frame)
 
     async def assistant_frame(self, message: dict):
         await self.deliver(message["frame"])
+
+    # A frame the channel layer dropped (a process's channel over capacity) is filled from the
+    # backlog when the next one arrives; the last frame of a turn has no next one. So while a turn
+    # is open on this socket, silence for CATCH_UP_SECONDS makes it read the backlog once more.
+
+    def catch_up_disarm(self) -> None:
+        if self.catch_up_timer is not None:
+            self.catch_up_timer.cancel()
+            self.catch_up_timer = None
+
+    def catch_up_arm(self, frame: dict) -> None:
+        self.catch_up_disarm()
+        if frame.get("type") in ("queued", "start", "response"):
+            self.catch_up_timer = asyncio.get_running_loop().call_later(
+                CATCH_UP_SECONDS, self.inbox.put_nowait, {"type": "assistant.catch_up"})
+
+    async def assistant_catch_up(self, message: dict):
+        self.catch_up_timer = None
+        if self.holding is not None:
+            return
+        missing, _complete = await backlog.frames_after(client_id=self.client_id, after=self.delivered, limit=1000)
+        for frame in missing:
+            await self.deliver(frame)
+        if not missing:
+            self.catch_up_timer = asyncio.get_running_loop().call_later(
+                CATCH_UP_SECONDS, self.inbox.put_nowait, {"type": "assistant.catch_up"})
 
     async def assistant_notice(self, message: dict):
         await self.send_local({**message["frame"], "broadcast": True})
@@ -273,7 +353,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def resume(self, content: dict):
         await self.resume_from(content.get("last_seq"))
 
-    async def resume_from(self, last_seq) -> None:
+    async def resume_from(self, last_seq, *, reports_claimed=None) -> None:
         """Send everything after `last_seq` (backlog, or a snapshot when it was trimmed), then live.
 
         Channels hands this consumer one message at a time, so no live frame interleaves: after
@@ -287,9 +367,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for frame in frames:
             await self.send_json(frame)
             self.delivered = max(self.delivered, frame["seq"])
-        await self.reports_pending()
+        if reports_claimed is not None:
+            await reports.reports_send(client_id=self.client_id, claimed=reports_claimed)
+        else:
+            await self.reports_pending()
 
     async def reports_pending(self) -> None:
         """Reports that waited for this client go out now (into its stream: every tab gets them once)."""
-        await database_sync_to_async(reports.client_seen)(client_id=self.client_id)
+        await db(reports.client_seen)(client_id=self.client_id)
         await reports.reports_deliver(client_id=self.client_id)

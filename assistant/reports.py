@@ -97,10 +97,19 @@ def reports_claim(*, client: AssistantClient) -> list[Report]:
     return pending
 
 
-def _claim_for(client_id: str) -> list[Report]:
+def reports_waiting(*, client: AssistantClient) -> bool:
+    """Whether reports for this client (or its user's unaddressed ones) wait undelivered."""
+    return Report.objects.filter(Q(client=client) | Q(client__isnull=True, user_id=client.user_id,
+                                                      organization_id=client.organization_id),
+                                 delivered_at__isnull=True).exists()
+
+
+def claim_for(client_id: str) -> list[Report]:
+    """Claim the reports waiting for `client_id` (sync; send them with `reports_send`)."""
     cache.delete(_waiting_key(client_id))
     client = AssistantClient.objects.filter(client_id=client_id).first()
     return reports_claim(client=client) if client else []
+
 
 
 async def _send_all(client_id: str, frames: list[dict]) -> None:
@@ -112,9 +121,13 @@ async def _send_all(client_id: str, frames: list[dict]) -> None:
 
 async def reports_deliver(*, client_id: str) -> int:
     """Claim and send the client's pending reports; how many were sent."""
-    from channels.db import database_sync_to_async
+    from assistant.sync import db
 
-    claimed = await database_sync_to_async(_claim_for)(client_id)
+    return await reports_send(client_id=client_id, claimed=await db(claim_for)(client_id))
+
+
+async def reports_send(*, client_id: str, claimed: list[Report]) -> int:
+    """Send reports already claimed (`claim_for`) into the client's stream; how many."""
     await _send_all(client_id, [report_frame(r) for r in claimed])
     return len(claimed)
 
@@ -123,7 +136,7 @@ def reports_deliver_sync(*, client_id: str) -> int:
     """The same from sync code (an API view, a job): the claim here, the sends on the server's loop."""
     from assistant.connections import run_on_server_loop
 
-    claimed = _claim_for(client_id)
+    claimed = claim_for(client_id)
     if claimed:
         run_on_server_loop(_send_all(client_id, [report_frame(r) for r in claimed]))
     return len(claimed)

@@ -3,10 +3,9 @@ database, or a `snapshot` when the backlog no longer reaches back that far (docs
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async  # closes its connection after: back to the pool
-
 from assistant import backlog
 from assistant.models import ClientTurn
+from assistant.sync import db
 from runtime.models import Turn
 
 SNAPSHOT_TURNS = 20
@@ -37,7 +36,7 @@ async def _collapse(frames: list[dict]) -> list[dict]:
     whole = started & ended
     if not whole:
         return frames
-    stored = await database_sync_to_async(_stored_replies)(sorted(whole))
+    stored = await db(_stored_replies)(sorted(whole))
     last_response = {}
     for frame in frames:
         if frame.get("type") == "response" and frame.get("turn_id") in whole:
@@ -62,7 +61,7 @@ async def resume_frames(*, client_id: str, client_pk: int, last_seq: int) -> lis
     if complete:
         return await _collapse(frames)
     snap = await backlog.snapshot_read(client_id=client_id)
-    turns = await database_sync_to_async(_recent_turns)(client_pk)
+    turns = await db(_recent_turns)(client_pk)
     snapshot = {"type": "snapshot", "seq": snap["seq"], "turn_id": snap["turn_id"], "content": snap["content"],
                 "status": snap["status"], "turns": turns}
     later, _ = await backlog.frames_after(client_id=client_id, after=snap["seq"])

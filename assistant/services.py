@@ -174,6 +174,11 @@ def client_turn_pending_next(*, client_pk: int) -> ClientTurn | None:
             .order_by("id").first())
 
 
+def client_has_pending(*, client_pk: int) -> bool:
+    """Whether a turn of the client waits for its driver (one left by a process that died, say)."""
+    return ClientTurn.objects.filter(client_id=client_pk, turn__status=Turn.Status.PENDING).exists()
+
+
 def client_turn_current(*, client: AssistantClient) -> ClientTurn | None:
     """The turn of this client being answered now, if any."""
     return (ClientTurn.objects.filter(client=client, turn__status=Turn.Status.STREAMING)

@@ -95,10 +95,12 @@ async def events_publish(
     # A publisher task sends the events in order, off the answering path: the pipeline is lazy, so
     # awaiting each publish here would delay the model call and every delta by a round trip.
     queue: asyncio.Queue = asyncio.Queue()
+    heard = _ListenerCheck(layer, group)
 
     async def publisher() -> None:
         while (item := await queue.get()) is not None:
-            await publish(*item)
+            if await heard.worth_publishing(item[0]):
+                await publish(*item)
 
     task = asyncio.ensure_future(publisher())
     finished = replayed = False
@@ -129,6 +131,60 @@ async def events_publish(
     finally:
         if not finished:
             queue.put_nowait(None)  # the task drains what is queued, then ends on its own
+
+
+LISTEN_RECHECK_SECONDS = 0.25
+
+
+async def group_has_listeners(layer, group: str) -> bool:
+    """Whether any channel is in `group` on the channel layer, from any process (one Redis round
+    trip; members past the layer's expiry still count — when unsure, the answer is yes)."""
+    try:
+        from channels_redis.core import RedisChannelLayer
+    except ImportError:  # pragma: no cover - channels_redis is a dependency
+        RedisChannelLayer = None
+    try:
+        if RedisChannelLayer is not None and isinstance(layer, RedisChannelLayer):
+            connection = layer.connection(layer.consistent_hash(group))
+            return bool(await connection.zcard(layer._group_key(group)))
+        groups = getattr(layer, "groups", None)  # InMemoryChannelLayer: this process is everyone
+        if isinstance(groups, dict):
+            return bool(groups.get(group))
+    except Exception:
+        logger.debug("live: could not count the listeners of %s", group, exc_info=True)
+    return True
+
+
+class _ListenerCheck:
+    """Publish a session's events only when someone listens.
+
+    Most answers have no other listener (an API caller, a Kakao user, the assistant, which has its
+    own stream), and each publish to an empty group still cost two Redis round trips — per delta.
+    `start`, `message`, `error` and every other event ask the layer afresh (one round trip, then the
+    publish only if a listener is there: the same race as group_send's own look-up, so a listener
+    that joined before it gets the event, and one that joins later reads the finished turn from the
+    database). A `delta` to a group found empty less than LISTEN_RECHECK_SECONDS ago is skipped, so
+    a listener joining mid-answer sees its deltas from at most that much later than it would have —
+    it never had the earlier ones anyway, and the terminal event carries the whole text.
+    """
+
+    def __init__(self, layer, group: str):
+        self.layer, self.group = layer, group
+        self.listened = True
+        self.checked_at = float("-inf")
+
+    async def worth_publishing(self, event: TurnEvent) -> bool:
+        if self.layer is None:
+            return False
+        loop = asyncio.get_running_loop()
+        if event.type == "delta":
+            if self.listened:
+                return True  # group_send finds the listeners itself
+            if loop.time() - self.checked_at < LISTEN_RECHECK_SECONDS:
+                return False
+        self.listened = await group_has_listeners(self.layer, self.group)
+        self.checked_at = loop.time()
+        return self.listened
 
 
 def _turns_after(*, session_id, seq: int, inclusive: bool) -> list[Turn]:
