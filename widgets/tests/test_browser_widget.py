@@ -7,6 +7,7 @@ on another origin (localhost:<other port>) and holds only the one-line snippet. 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import warnings
@@ -227,6 +228,14 @@ DOM_SEND = """(text) => {
   input.dispatchEvent(new Event('input', {bubbles: true}));
   input.form.requestSubmit();
 }"""
+
+
+def form_fill(frame, **values: str) -> None:
+    """Type into the reply's form fields and wait until each input holds its value (state, not time)."""
+    for name, value in values.items():
+        selector = f".mw-form input[name={name}]"
+        frame.fill(selector, value)
+        poll(frame, f"document.querySelector({json.dumps(selector)}).value === {json.dumps(value)}")
 
 
 def send(frame, text: str, *, dom_fallback: bool = True):
@@ -528,12 +537,15 @@ def test_rate_limit_expired_token_and_form(mejai, widget, host_site, context_fac
     # A form appears only when the reply asks for something; it validates, then records claims.
     send(frame, "/contact_test")
     frame.wait_for_selector(".mw-form")
+    # The turn is settled (nothing answering or queued) before typing: a form filled while the
+    # panel still re-renders can be replaced by its twin, and its submit then finds it empty.
+    poll(frame, "!mejaiEmbed.state.busy && !mejaiEmbed.state.queue.length && !!document.querySelector('.mw-form')")
     assert frame.text_content(".mw-quick .mw-chip") == "나중에"
-    frame.fill(".mw-form input[name=email]", "not-an-email")
+    form_fill(frame, email="not-an-email")
     frame.click(".mw-form button[type=submit]")
+    poll(frame, "document.querySelector('.mw-form input[name=email]').getAttribute('aria-invalid') === 'true'")
     assert "이메일" in frame.text_content(".mw-field-error:not(:empty)")
-    frame.fill(".mw-form input[name=name]", "김민지")
-    frame.fill(".mw-form input[name=email]", "minji@example.com")
+    form_fill(frame, name="김민지", email="minji@example.com")
     frame.click(".mw-form button[type=submit]")
     frame.wait_for_selector(".mw-form-done")
     event = WidgetEvent.objects.get(widget=widget, event_type="form_submit")
