@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from assistant.tests.support import member_make
 from runtime.models import Turn
@@ -132,8 +133,11 @@ def open_chat(ctx, site, path="/chat"):
 
 
 def ask(page, text: str):
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-input").press("Enter")
+    """Type and send; Enter is pressed only once the input holds the text (state, not time)."""
+    box = page.locator("#chat-input")
+    box.fill(text)
+    expect(box).to_have_value(text)
+    box.press("Enter")
 
 
 def final_turn() -> Turn:
