@@ -11,3 +11,18 @@ class RuntimeConfig(AppConfig):
 
         # Admin has registered every ModelAdmin by now (django.contrib.admin is ready first).
         labels_translate()
+
+        from mejai.dbpool import pool_check_install
+
+        pool_check_install()
+
+        # Rows the per-process hot cache keeps (runtime/hotcache.py): any change drops its organization's entries.
+        from django.db.models.signals import post_delete, post_save
+
+        from runtime import receivers
+        from runtime.models import Agent, ApiKey, Organization, PromptTemplate, PromptVersion
+
+        for model in (Agent, ApiKey, Organization, PromptTemplate, PromptVersion):
+            for signal in (post_save, post_delete):
+                signal.connect(receivers.on_cached_row_changed, sender=model,
+                               dispatch_uid=f"runtime.hotcache.{signal is post_save}.{model.__name__}")
