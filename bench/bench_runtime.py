@@ -395,7 +395,7 @@ def main() -> None:
 
 def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rss_rest, rss_after_json, load) -> str:
     sse = sse_phases[-1] if sse_phases else Phase("SSE (not run)", 0)
-    this_code = web.code
+    this_code = json_phases[-1].code if json_phases else ""
     best = max((p for p in json_phases if p.code == this_code), key=lambda p: p.throughput, default=None)
     overhead_p95 = _ms(percentile(sse.overheads, 95))
     peak_json = max((p.rss_peak or 0 for p in json_phases), default=None)

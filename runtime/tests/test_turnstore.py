@@ -381,3 +381,19 @@ def test_a_known_persons_session_continued_by_session_id_keeps_its_author(client
     earlier, later = Turn.objects.filter(session_id=first["session_id"]).order_by("seq")
     assert later.seq == 2 and later.author_id == earlier.author_id is not None
     assert later.status == Turn.Status.COMPLETED
+
+
+def test_a_retry_of_a_claimed_turn_nobody_answers_ends_as_abandoned(organization, agent):
+    """The hot path stores a turn already claimed; if its request vanished before answering, a
+    retry does not wait for it forever: past RUNTIME_TURN_STALE_SECONDS it is failed `abandoned`."""
+    from asgiref.sync import async_to_sync
+    from django.utils import timezone
+
+    turn, _ = _store(organization, agent, "하나", cmid="lost-1")
+    Turn.objects.filter(pk=turn.pk).update(status=Turn.Status.STREAMING,
+                                           updated_at=timezone.now() - timezone.timedelta(hours=1))
+    retried, created = _store(organization, agent, "하나", cmid="lost-1")
+    assert not created and retried.pk == turn.pk
+    outcome = async_to_sync(services.outcome_gather)(services.turn_answer_stream(turn=retried))
+    assert outcome.error["code"] == "abandoned"
+    assert Turn.objects.get(pk=turn.pk).status == Turn.Status.FAILED
