@@ -74,8 +74,12 @@ def prompted_agent(agent):
 
 
 @pytest.mark.postgres
-def test_a_warm_json_turn_is_two_round_trips_to_postgresql(client, api_key, prompted_agent, fake_llm, monkeypatch):
-    """Counted: every statement psycopg sends (all threads) plus COMMIT/ROLLBACK of open transactions."""
+def test_a_warm_json_turn_is_two_round_trips_to_postgresql(client, api_key, prompted_agent, fake_llm, monkeypatch,
+                                                           settings):
+    """Counted: every statement psycopg sends (all threads) plus COMMIT/ROLLBACK of open transactions.
+    Warm: caches filled, and pooled connections in use (the pool pings one idle for
+    DB_POOL_CHECK_IDLE_SECONDS, here longer than the whole test run: earlier tests left idle ones)."""
+    settings.DB_POOL_CHECK_IDLE_SECONDS = 3600
     assert hot_cache_ready()
     wire = WireCounter(monkeypatch)
     first = client.post("/api/runtime/chat", {"message": "안녕"}, content_type="application/json", **_headers(api_key))
