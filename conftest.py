@@ -29,6 +29,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
 
 
+@pytest.fixture(autouse=True)
+def _hot_cache_clear():
+    """The per-process hot cache (runtime/hotcache.py) forgets the rows of the previous test (a
+    rolled-back test's ids are reused on SQLite)."""
+    from runtime.hotcache import hot_cache
+
+    hot_cache().drop_local(None)
+    yield
+    hot_cache().drop_local(None)
+
+
 @pytest.fixture
 def organization(db):
     from runtime.models import Organization

@@ -47,11 +47,14 @@ TURNS_PER_CONVERSATION = 10  # a virtual user starts a new session after this ma
 class Phase:
     name: str
     concurrency: int
+    code: str = ""  # the commit measured
     latencies: list[float] = field(default_factory=list)  # seconds
     overheads: list[float] = field(default_factory=list)  # seconds (SSE: first delta - TTFT)
     errors: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     web_cpu: float = 0.0  # CPU seconds used by the web process during the phase
+    pg_cpu: float | None = None  # CPU seconds used by PostgreSQL backends of the bench database
+    pg_xacts: int | None = None  # transactions committed + rolled back in the bench database
     loadgen_cpu: float = 0.0
     machine_busy: float = 0.0  # fraction of all cores busy during the phase
     rss_peak: float | None = None
@@ -106,6 +109,49 @@ async def _sample_rss(web, stop: asyncio.Event, phase: Phase) -> None:
             pass
 
 
+class PgMeter:
+    """PostgreSQL's share of a phase: CPU of the bench database's backends (from /proc; the pooled
+    connections live through the phase) and its transaction count (pg_stat_database)."""
+
+    def __init__(self, infra):
+        self.infra = infra
+        self.enabled = infra.postgres
+
+    def _query(self, sql: str) -> list[str]:
+        import subprocess
+
+        out = subprocess.run(["psql", self.infra.database_url.replace(f"/{self.infra.db_name}", "/postgres"),
+                              "-tAc", sql], capture_output=True, text=True, timeout=30)
+        return [line for line in out.stdout.splitlines() if line.strip()]
+
+    def backend_cpu(self) -> dict[int, float]:
+        from common import cpu_seconds
+
+        pids = self._query(f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.infra.db_name}'")
+        return {int(p): cpu_seconds(int(p)) or 0.0 for p in pids}
+
+    def xacts(self) -> int:
+        # pg_stat_database is fed by each backend at most once a second and by an idle one after
+        # 10 s: read it when the backends are quiet.
+        rows = self._query(f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{self.infra.db_name}'")
+        return int(rows[0]) if rows else 0
+
+    def start(self):
+        if not self.enabled:
+            return None
+        time.sleep(11)  # the previous phase's counts reach pg_stat_database
+        return self.backend_cpu(), self.xacts()
+
+    def stop(self, before, phase: Phase) -> None:
+        if before is None:
+            return
+        cpu0, x0 = before
+        cpu1 = self.backend_cpu()
+        phase.pg_cpu = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+        time.sleep(11)
+        phase.pg_xacts = self.xacts() - x0 - 1  # minus this meter's own read
+
+
 async def _run_phase(web, phase: Phase, *, requests: int, seconds: float, worker) -> Phase:
     limits = httpx.Limits(max_connections=phase.concurrency, max_keepalive_connections=phase.concurrency)
     async with httpx.AsyncClient(base_url=web.url, limits=limits, timeout=60.0) as client:
@@ -132,6 +178,35 @@ async def _run_phase(web, phase: Phase, *, requests: int, seconds: float, worker
     phase.web_cpu = (cpu1 or 0) - (cpu0 or 0)
     phase.machine_busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
     return phase
+
+
+def web_start_at(tree: Path, infra, *, env: dict[str, str], log_name: str):
+    """web_start (bench/common.py) with the code of another checkout (the baseline commit)."""
+    import subprocess
+
+    from common import VENV_BIN, WebProcess, django_env, free_port, port_wait, process_stop
+
+    port = free_port()
+    cmd = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "mejai.asgi:application"]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mejai-bench-{infra.name}-{log_name}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=tree, env=django_env(infra, env), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        port_wait(port, timeout=60, proc=proc)
+    except Exception:
+        process_stop(proc)
+        raise RuntimeError(f"web process did not start:\n{log_path.read_text(errors='replace')[-3000:]}") from None
+    return WebProcess(proc, port, log_path, cmd)
+
+
+def git_commit(tree: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
 def _error(phase: Phase, key: str) -> None:
@@ -217,6 +292,10 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="SQLite + no Redis even when services are reachable")
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     parser.add_argument("--levels", default="1,10,50", help="JSON concurrency levels")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of the baseline commit (e.g. a `git worktree add --detach` of it): its JSON "
+                             "phases run interleaved with this checkout's, against the same database")
+    parser.add_argument("--no-sse", action="store_true", help="skip the SSE phases")
     args = parser.parse_args()
 
     scale = 0.2 if args.quick else 1.0
@@ -235,37 +314,53 @@ def main() -> None:
     fake0 = fake_llm_start(ttft=0.0, tps=0.0)
     llm_env = {"OPENAI_BASE_URL": fake0.base_url, "OPENAI_API_KEY": "bench", "LLM_MAX_RETRIES": "0"}
     web = web_start(infra, env=llm_env, server=args.server, log_name="json")
+    web.code = git_commit(Path(__file__).resolve().parent.parent)
+    webs = [web]
+    if args.baseline:
+        base = web_start_at(args.baseline, infra, env=llm_env, log_name="json-baseline")
+        base.code = git_commit(args.baseline) + " (baseline)"
+        webs.insert(0, base)
+    meter = PgMeter(infra)
     json_phases: list[Phase] = []
     try:
         time.sleep(1.0)
         rss_start = web.rss_mb()
-        asyncio.run(_warm_up(web, headers, n=int(200 * max(scale, 0.5))))
+        for w in webs:
+            asyncio.run(_warm_up(w, headers, n=int(200 * max(scale, 0.5))))
         time.sleep(2.0)
         rss_rest = web.rss_mb()
         for c in levels:
             n, secs = json_plan.get(c, (1000, 30.0))
-            phase = asyncio.run(
-                _run_phase(
-                    web,
-                    Phase(f"JSON c={c}", c),
-                    requests=max(int(n * scale), c * 4),
-                    seconds=secs * max(scale, 0.5),
-                    worker=json_worker(headers),
+            for w in webs:  # interleaved: the baseline and this code under the same machine load
+                phase = Phase(f"JSON c={c}", c)
+                phase.code = w.code
+                before = meter.start()
+                asyncio.run(_run_phase(w, phase, requests=max(int(n * scale), c * 4), seconds=secs * max(scale, 0.5),
+                                       worker=json_worker(headers)))
+                meter.stop(before, phase)
+                json_phases.append(phase)
+                print(
+                    f"[runtime] {phase.name} [{phase.code}]: {phase.ok} ok, {phase.error_text()} errors, "
+                    f"{phase.throughput:.1f} turns/s, p50 {_ms(percentile(phase.latencies, 50)) or 0:.1f} ms, "
+                    f"web {phase.web_cpu * 1000 / max(phase.ok, 1):.2f} ms/turn, "
+                    f"pg {(phase.pg_cpu or 0) * 1000 / max(phase.ok, 1):.2f} ms/turn, "
+                    f"xacts {(phase.pg_xacts or 0) / max(phase.ok, 1):.2f}/turn",
+                    flush=True,
                 )
-            )
-            json_phases.append(phase)
-            print(
-                f"[runtime] {phase.name}: {phase.ok} ok, {phase.error_text()} errors, "
-                f"{phase.throughput:.1f} turns/s, p50 {_ms(percentile(phase.latencies, 50)) or 0:.1f} ms",
-                flush=True,
-            )
         time.sleep(2.0)
         rss_after_json = web.rss_mb()
     finally:
-        web.stop()
+        for w in webs:
+            w.stop()
         fake0.stop()
 
     # --- SSE: a model with a fixed time to first token -----------------------------------------
+    if args.no_sse:
+        load_end = os.getloadavg()[0]
+        write_section(args.out, report(args, infra, web, json_phases, [], rss_start, rss_rest, rss_after_json,
+                                       (load_start, load_end)))
+        print(f"[runtime] wrote {args.out}", flush=True)
+        return
     fake1 = fake_llm_start(ttft=SSE_TTFT, tps=0.0)
     llm_env = {"OPENAI_BASE_URL": fake1.base_url, "OPENAI_API_KEY": "bench", "LLM_MAX_RETRIES": "0"}
     web = web_start(infra, env=llm_env, server=args.server, log_name="sse")
@@ -299,8 +394,9 @@ def main() -> None:
 
 
 def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rss_rest, rss_after_json, load) -> str:
-    sse = sse_phases[-1]
-    best = max(json_phases, key=lambda p: p.throughput) if json_phases else None
+    sse = sse_phases[-1] if sse_phases else Phase("SSE (not run)", 0)
+    this_code = json_phases[-1].code if json_phases else ""
+    best = max((p for p in json_phases if p.code == this_code), key=lambda p: p.throughput, default=None)
     overhead_p95 = _ms(percentile(sse.overheads, 95))
     peak_json = max((p.rss_peak or 0 for p in json_phases), default=None)
     lines = [
@@ -323,8 +419,14 @@ def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rs
         "",
         "### JSON turns (zero-latency model)",
         "",
+        "Code measured: " + ", ".join(dict.fromkeys(f"`{p.code}`" for p in json_phases)) + ". PostgreSQL CPU is the "
+        "CPU time of the bench database's backend processes (from `/proc`); transactions are "
+        "`xact_commit + xact_rollback` of `pg_stat_database` (every autocommit statement is one; the statements "
+        "per turn are asserted by `runtime/tests/test_turnstore.py`).",
+        "",
         md_table(
             [
+                "code",
                 "concurrency",
                 "turns",
                 "errors",
@@ -333,10 +435,13 @@ def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rs
                 "p95 ms",
                 "p99 ms",
                 "web CPU ms/turn",
+                "PG CPU ms/turn",
+                "PG transactions/turn",
                 "machine CPU busy",
             ],
             [
                 [
+                    p.code,
                     p.concurrency,
                     p.ok,
                     p.error_text(),
@@ -344,7 +449,9 @@ def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rs
                     fmt(_ms(percentile(p.latencies, 50))),
                     fmt(_ms(percentile(p.latencies, 95))),
                     fmt(_ms(percentile(p.latencies, 99))),
-                    fmt(p.web_cpu * 1000 / p.ok if p.ok else None),
+                    fmt(p.web_cpu * 1000 / p.ok if p.ok else None, 2),
+                    fmt(p.pg_cpu * 1000 / p.ok if p.ok and p.pg_cpu is not None else None, 2),
+                    fmt(p.pg_xacts / p.ok if p.ok and p.pg_xacts is not None else None, 2),
                     f"{p.machine_busy * 100:.0f} %",
                 ]
                 for p in json_phases
@@ -429,9 +536,11 @@ def report(args, infra, web, json_phases, sse_phases: list[Phase], rss_start, rs
 
 
 def limits_text(json_phases: list[Phase], sse_phases: list[Phase]) -> str:
-    sse = sse_phases[-1]
+    sse = sse_phases[-1] if sse_phases else Phase("SSE (not run)", 0)
     cores = os.cpu_count() or 1
     out = []
+    this_code = json_phases[-1].code if json_phases else ""
+    json_phases = [p for p in json_phases if p.code == this_code]
     if json_phases:
         top = max(json_phases, key=lambda p: p.concurrency)
         per_turn = top.web_cpu * 1000 / top.ok if top.ok else 0
@@ -448,9 +557,10 @@ def limits_text(json_phases: list[Phase], sse_phases: list[Phase]) -> str:
             "production scales out with more daphne processes behind the proxy (same database and Redis)."
         )
     out.append(
-        "- A turn is about a dozen small SQL statements (auth, session row lock and sequence number, turn insert, "
-        "claim, order check, context, finish) plus the model call over HTTP; each ORM step runs in a worker "
-        "thread (`sync_to_async`), which costs a thread hand-off per step."
+        "- The database side of a JSON turn is two statements (runtime/turnstore.py: store + claim + order check + "
+        "history in one, finish in one; API key, agent and prompt from the per-process cache), so PostgreSQL is "
+        "no longer what limits a process: the web process's own CPU is (the `openai` SDK's per-chunk parsing, "
+        "Django's handler and middleware, DRF, and the thread hops of `sync_to_async` — issue 14 items 2 and 3)."
     )
     if sse.overheads:
         out.append(

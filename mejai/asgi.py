@@ -10,10 +10,10 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from kakao.asgi import KakaoSkillAdmission  # noqa: E402
 from mejai.admission import Admission  # noqa: E402
 from mejai.asgi_guards import RequestBodyLimit  # noqa: E402
 from mejai.celery import in_process_beat_start  # noqa: E402
-from kakao.asgi import KakaoSkillAdmission  # noqa: E402
 from mejai.routing import websocket_urlpatterns  # noqa: E402
 
 in_process_beat_start()  # periodic jobs when there is no broker (and so no `celery beat`)

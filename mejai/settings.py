@@ -161,6 +161,12 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
     # Under ASGI every request runs its sync code on a thread of its own, so persistent
     # per-thread connections leak; a process-wide psycopg pool (Django 5.1+) bounds them.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A checkout pings only a connection idle for DB_POOL_CHECK_IDLE_SECONDS (mejai/dbpool.py, installed
+    # by the runtime app), not every one: Django's check adds a round trip to every thread hop of a request.
+    from mejai.dbpool import pool_connection_returned
+
+    DB_POOL_CHECK_IDLE_SECONDS = env_float("DB_POOL_CHECK_IDLE_SECONDS", 10.0, minimum=0.0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN", 1),
         "max_size": env_int("DB_POOL_MAX", 20),
@@ -168,6 +174,7 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
         # past DB_POOL_MAX_WAITING waiters a request is refused at once (a queue with a limit).
         "timeout": env_float("DB_POOL_TIMEOUT", 3.0, minimum=0.1),
         "max_waiting": env_int("DB_POOL_MAX_WAITING", 100, minimum=0),
+        "reset": pool_connection_returned,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -270,6 +277,9 @@ RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, m
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
 RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180, minimum=1)
+# Per-process cache of API keys, agents and active prompts (runtime/hotcache.py): the longest an
+# entry lives without an invalidation message (changes are published through Redis at once).
+HOT_CACHE_TTL_SECONDS = env_float("HOT_CACHE_TTL_SECONDS", 60.0, minimum=0.0)
 RUNTIME_ORDER_WAIT_SECONDS = env_int("RUNTIME_ORDER_WAIT_SECONDS", 120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RUNTIME_MAX_BODY_BYTES
 # Every request body, on every route: the ASGI guard (mejai/asgi_guards.py) and the server

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from mejai.concurrency import db_release, executor
+from runtime.hotcache import cached
 from runtime.models import ApiKey, Organization
+
+logger = logging.getLogger(__name__)
 
 LAST_USED_RESOLUTION_SECONDS = 60
 
@@ -49,16 +56,57 @@ def api_key_principal(raw: str) -> OrganizationPrincipal:
     """The organization behind a clear API key (`mj_sk_…`), for DRF and plain views alike.
 
     Raises rest_framework.exceptions.AuthenticationFailed (401) for an unknown or revoked key.
+    A known key is served from the per-process hot cache (runtime/hotcache.py: a revoke reaches
+    every process within milliseconds); the key and organization returned are shared, read-only.
     """
-    key = ApiKey.objects.select_related("organization").filter(key_hash=api_key_hash(raw)).first()
+    key_hash = api_key_hash(raw)
+
+    def load():
+        found = ApiKey.objects.select_related("organization").filter(key_hash=key_hash).first()
+        return (found.organization_id if found else None), found
+
+    key = cached(("api_key", key_hash), load)
     if key is None:
         raise exceptions.AuthenticationFailed("Invalid API key.")
     if key.revoked_at is not None:
         raise exceptions.AuthenticationFailed("This API key has been revoked.")
-    now = timezone.now()
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    _last_used_note(key)
     return OrganizationPrincipal(key.organization, key)
+
+
+# last_used_at: written at most once per LAST_USED_RESOLUTION_SECONDS per key and process, by a
+# background thread, never on the request path (the admin shows it to the minute).
+_last_used_written: dict[int, float] = {}
+_last_used_lock = threading.Lock()
+
+
+def _last_used_note(key: ApiKey) -> None:
+    now = time.monotonic()
+    with _last_used_lock:
+        written = _last_used_written.get(key.pk)
+        if written is None:
+            stored = key.last_used_at
+            if stored is not None and (timezone.now() - stored).total_seconds() <= LAST_USED_RESOLUTION_SECONDS:
+                written = now - (timezone.now() - stored).total_seconds()
+                _last_used_written[key.pk] = written
+        if written is not None and now - written <= LAST_USED_RESOLUTION_SECONDS:
+            return
+        _last_used_written[key.pk] = now
+    executor("api-key-last-used", 1).submit(_last_used_write, key.pk, timezone.now())
+
+
+def _last_used_write(key_id: int, when) -> None:
+    try:
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=when)
+    except Exception as exc:  # bookkeeping only: never worth more than a log line
+        logger.warning("api key %s: last_used_at not written (%s)", key_id, exc)
+    finally:
+        db_release()
+
+
+def api_key_last_used_flush() -> None:
+    """Wait until the queued last_used_at writes are done (tests, shutdown)."""
+    executor("api-key-last-used", 1).submit(lambda: None).result(timeout=30)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -75,10 +75,19 @@ class ConversationContext:
     history_turns: int
 
 
+def active_prompt_version(*, organization_id: int, template_id: int) -> PromptVersion | None:
+    """The template's active version, from the per-process hot cache (runtime/hotcache.py; activate,
+    rollback and new versions invalidate it in every process). Shared between turns: read-only."""
+    from runtime.hotcache import cached
+
+    return cached(("prompt", organization_id, template_id), lambda: (
+        organization_id, PromptVersion.objects.filter(template_id=template_id, is_active=True).first()))
+
+
 def _system_prompt(session: Session) -> tuple[str, PromptVersion | None]:
     agent = session.agent
     if agent.prompt_id:
-        version = PromptVersion.objects.filter(template_id=agent.prompt_id, is_active=True).first()
+        version = active_prompt_version(organization_id=agent.organization_id, template_id=agent.prompt_id)
         if version:
             return version.text, version
     return _channel_default_prompts.get(session.channel, DEFAULT_SYSTEM_PROMPT), None
@@ -149,8 +158,13 @@ def history_reply_clean(reply_text: str) -> str:
     return reply_text.strip()
 
 
-def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> ConversationContext:
-    """Build the model's messages: system + grounding + history (within a token budget) + this turn."""
+def context_build(*, session: Session, turn: Turn, page: dict | None = None,
+                  history: list[tuple[str, str]] | None = None) -> ConversationContext:
+    """Build the model's messages: system + grounding + history (within a token budget) + this turn.
+
+    `history`: the session's latest completed turns before this one as (user_text, reply_text),
+    newest first, at most RUNTIME_HISTORY_MAX_TURNS, when the caller read them already (the hot
+    path's store statement); None reads them here."""
     system_text, version = _system_prompt(session)
     grounding = _grounding(session, turn.user_text)
     page_message = page_context_message(page or {})
@@ -158,14 +172,14 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
     messages = [{"role": "system", "content": "\n\n".join(p for p in system_parts if p)}]
 
     budget = settings.RUNTIME_HISTORY_TOKEN_BUDGET
-    earlier = (
+    earlier = history if history is not None else (
         Turn.objects.filter(session=session, seq__lt=turn.seq, status=Turn.Status.COMPLETED)
         .order_by("-seq")
         .values_list("user_text", "reply_text")[: settings.RUNTIME_HISTORY_MAX_TURNS]
         if turn.seq > 1
         else []  # a session's first turn has no history to read
     )
-    history: list[dict] = []
+    recalled: list[dict] = []
     for user_text, reply_text in earlier:
         reply_text = history_reply_clean(reply_text)
         if not reply_text:
@@ -174,9 +188,9 @@ def context_build(*, session: Session, turn: Turn, page: dict | None = None) -> 
         if cost > budget:
             break
         budget -= cost
-        history[:0] = [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply_text}]
-    messages.extend(history)
+        recalled[:0] = [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply_text}]
+    messages.extend(recalled)
     if page_message:
         messages.append(page_message)
     messages.append({"role": "user", "content": _user_content(turn)})
-    return ConversationContext(messages, version, grounding, len(history) // 2)
+    return ConversationContext(messages, version, grounding, len(recalled) // 2)

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from mejai.errors import ApiError
+from runtime.hotcache import organization_changed
 from runtime.models import Organization, PromptAudit, PromptTemplate, PromptVersion
 
 
@@ -40,12 +41,13 @@ def prompt_version_activate(
     *, version: PromptVersion, actor=None, actor_label: str = "", action: str = PromptAudit.Action.ACTIVATE
 ) -> PromptVersion:
     """Make this the one active version of its template (the database refuses two)."""
-    PromptTemplate.objects.select_for_update(of=("self",)).get(pk=version.template_id)
+    template = PromptTemplate.objects.select_for_update(of=("self",)).get(pk=version.template_id)
     previous = PromptVersion.objects.filter(template_id=version.template_id, is_active=True).first()
     if previous and previous.pk == version.pk:
         return version
     PromptVersion.objects.filter(template_id=version.template_id, is_active=True).update(is_active=False)
     PromptVersion.objects.filter(pk=version.pk).update(is_active=True)
+    organization_changed(template.organization_id)  # the cached active version, in every process
     PromptAudit.objects.create(
         template_id=version.template_id, version=version, previous_version=previous, action=action,
         actor=actor, actor_label=actor_label,

@@ -59,6 +59,23 @@ def agent_for_org(*, organization: Organization, name: str | None = None) -> Age
     return agent
 
 
+def agent_for_org_cached(*, organization: Organization, name: str | None = None) -> Agent:
+    """agent_for_org from the per-process hot cache (runtime/hotcache.py); same errors. The agent
+    (and its organization) returned are shared between requests: read-only."""
+    from runtime.hotcache import cached
+
+    return cached(("agent", organization.pk, name or ""),
+                  lambda: (organization.pk, agent_for_org(organization=organization, name=name)))
+
+
+def agent_get_cached(*, organization_id: int, agent_id: int) -> Agent | None:
+    """One of the organization's agents by id (active or not) from the hot cache; None if not the organization's."""
+    from runtime.hotcache import cached
+
+    return cached(("agent_id", organization_id, agent_id), lambda: (organization_id, Agent.objects.select_related(
+        "organization").filter(pk=agent_id, organization_id=organization_id).first()))
+
+
 def api_key_find(*, raw_key: str) -> ApiKey | None:
     from runtime.auth import api_key_hash
 

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from mejai.concurrency import db_release, released
 from mejai.errors import ApiError
-from runtime import commands, selectors, signals
+from runtime import commands, selectors, signals, turnstore
 from runtime.answer import answer_assemble
 from runtime.clients.llm import LLMError, LLMRequest, StreamEnd, TextDelta, ToolCall, Usage, provider_get
 from runtime.context import context_build
@@ -128,6 +129,13 @@ def _idempotent_replay(existing: Turn, session: Session | None) -> Turn:
     return existing
 
 
+def _client_message_id_clean(client_message_id: str) -> str:
+    cmid = storage_text((client_message_id or "").strip())  # hashed: no lone surrogates
+    if len(cmid) > 128:
+        raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
+    return cmid
+
+
 def session_create(
     *, organization: Organization, agent: Agent, channel: str, end_user=None, metadata: dict | None = None
 ) -> Session:
@@ -154,9 +162,7 @@ def turn_start(
     Without a session a new one is opened in the same transaction.
     """
     text = user_text_validate(text)
-    cmid = storage_text((client_message_id or "").strip())  # hashed below: no lone surrogates
-    if len(cmid) > 128:
-        raise ApiError("invalid", "client_message_id is limited to 128 characters.", 400, field="client_message_id")
+    cmid = _client_message_id_clean(client_message_id)
     key = None
     if cmid:
         # A message of a named session is keyed by that session, so another conversation reusing the
@@ -351,7 +357,10 @@ def _turn_begin(turn_id) -> Turn:
 
 
 def _turn_finish(turn_id, *, loaded: Turn | None = None, **fields) -> Turn:
-    """Store a turn's final state; `loaded` (the turn as this process holds it) saves reading it back."""
+    """Store a turn's final state; `loaded` (the turn as this process holds it) saves reading it back.
+    PostgreSQL: one statement (runtime/turnstore.py); other engines: the ORM transaction below."""
+    if turnstore.fast_path_available():
+        return turnstore.turn_finish_fast(turn_id, loaded=loaded, **fields)
     with transaction.atomic():
         fields.setdefault("completed_at", timezone.now())
         Turn.objects.filter(pk=turn_id).update(**fields)
@@ -420,6 +429,17 @@ def _predecessors_pending(turn: Turn) -> int:
         return pending
     logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
     return earlier.count()
+
+
+def _turn_finished_or_abandoned(turn_id) -> bool:
+    """Whether a turn someone else claimed is finished; one left unfinished for
+    RUNTIME_TURN_STALE_SECONDS (its process stopped, or its request vanished right after the hot
+    path stored it claimed) is marked failed/abandoned, as a predecessor would be."""
+    if _turn_reload(turn_id).is_finished:
+        return True
+    stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
+    return bool(Turn.objects.filter(pk=turn_id, updated_at__lt=stale_before).exclude(status__in=Turn.FINISHED).update(
+        status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."))
 
 
 async def _wait_until(predicate, *, timeout: float) -> None:
@@ -501,8 +521,73 @@ def api_chat_prepare(*, organization: Organization, data: dict) -> dict:
 
 
 def api_chat_start(*, organization: Organization, data: dict) -> tuple[Turn, bool]:
-    """Resolve and store a runtime API message in one thread hop: (turn, created)."""
+    """Resolve and store a runtime API message in one thread hop: (turn, created).
+
+    On PostgreSQL a call without external_id takes the hot path (runtime/turnstore.py: one
+    statement, agent and prompt from the per-process cache) and returns the turn already claimed,
+    with what turn_answer_stream needs to start the model request without another read."""
+    if turnstore.fast_path_available() and not (data.get("external_id") or "").strip():
+        started = _api_chat_start_fast(organization=organization, data=data)
+        if started is not None:
+            return started
     return turn_start(**api_chat_prepare(organization=organization, data=data))
+
+
+def _api_chat_start_fast(*, organization: Organization, data: dict) -> tuple[Turn, bool] | None:
+    """The hot path of api_chat_start (anonymous caller: no external_id); None when a rarer case
+    needs the ORM path's exact order of checks (an agent that cannot be resolved)."""
+    text = user_text_validate(data["message"])
+    cmid = _client_message_id_clean(data.get("client_message_id") or "")
+    session_id = data.get("session_id") or None
+    if session_id is not None and not isinstance(session_id, uuid.UUID):
+        try:
+            session_id = uuid.UUID(str(session_id))
+        except ValueError:
+            return None
+    try:
+        agent = selectors.agent_for_org_cached(organization=organization, name=data.get("agent") or None)
+    except ApiError:
+        return None  # the ORM path raises the right error in the right order (session first)
+    scope = "external:"
+    keys = []
+    if cmid:
+        keys = [idempotency_key_make(organization_id=organization.pk, channel=Channel.API, scope=scope,
+                                     client_message_id=cmid)]
+        if session_id is not None:
+            keys.insert(0, idempotency_key_make(organization_id=organization.pk, channel=Channel.API,
+                                                scope=f"{scope}|session:{session_id}", client_message_id=cmid))
+    metadata = {k: v for k, v in (data.get("metadata") or {}).items() if isinstance(k, str)}
+    locale = (data.get("context") or {}).get("locale")
+    if isinstance(locale, str) and locale.strip():
+        metadata["locale"] = locale.strip()[:16]
+    try:
+        stored, existing_id = turnstore.turn_store_fast(
+            organization=organization, agent=agent, channel=Channel.API, text=text, session_id=session_id,
+            client_message_id=cmid, keys=keys, session_metadata=metadata)
+    except turnstore.SessionNotFound:
+        raise ApiError("session_not_found", "Session not found.", 404, field="session_id") from None
+    except IntegrityError:
+        # A retry racing this one stored the message first (unique idempotency_key): replay it.
+        existing_id = Turn.objects.filter(idempotency_key=keys[0]).values_list("pk", flat=True).first() if keys else None
+        if existing_id is None:
+            raise
+        stored = None
+    if stored is None:
+        session = None
+        if session_id is not None:
+            session = selectors.session_get_for_org(organization=organization, session_id=session_id)
+        existing = Turn.objects.select_related("session").get(pk=existing_id)
+        return _idempotent_replay(existing, session), False
+    turn = stored.turn
+    session = turn.session
+    if session_id is not None:
+        session_agent = agent if agent.pk == session.agent_id else selectors.agent_get_cached(
+            organization_id=organization.pk, agent_id=session.agent_id)
+        session.agent = session_agent if session_agent is not None else Agent.objects.get(pk=session.agent_id)
+        if session.end_user_id is not None:
+            session.end_user  # noqa: B018 - loaded now (this thread), not by the async answer
+    turn._hot_start = stored  # read once by turn_answer_stream
+    return turn, True
 
 
 # --- answering -------------------------------------------------------------------------
@@ -510,11 +595,23 @@ def api_chat_start(*, organization: Organization, data: dict) -> tuple[Turn, boo
 async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
     """Answer a stored turn, yielding start, delta…, then message or error."""
     started = time.monotonic()
-    claimed, opened = await sync_to_async(_turn_open)(turn)
+    hot: turnstore.StoredTurn | None = getattr(turn, "_hot_start", None)
+    if hot is not None and hot.claimed:
+        # Stored by the hot path already claimed, with its predecessors counted (runtime/turnstore.py).
+        turn._hot_start = None
+        claimed = True
+        pending = hot.pending
+        if pending is None:
+            pending = await sync_to_async(_predecessors_pending)(turn)
+            hot.history = None
+        opened = turn if pending == 0 else None
+    else:
+        hot = None
+        claimed, opened = await sync_to_async(_turn_open)(turn)
     if not claimed:
         # A retry of a turn that is answered, or being answered, elsewhere: wait and replay it.
         try:
-            await _wait_until(lambda: not _turn_reload(turn.id).is_finished, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
+            await _wait_until(lambda: not _turn_finished_or_abandoned(turn.id), timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
         except TurnOrderTimeout:
             yield event_error(code="turn_in_progress", message="This message is still being answered.",
                               session_id=turn.session_id, turn_id=turn.id, retryable=True)
@@ -526,6 +623,7 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
     if opened is not None:
         turn = opened
     else:
+        hot = None  # after a wait the history is read again
         try:
             await _wait_until(lambda: _predecessors_pending(turn) > 0, timeout=settings.RUNTIME_ORDER_WAIT_SECONDS)
         except TurnOrderTimeout:
@@ -547,7 +645,8 @@ async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIt
         async for event in _answer_command(turn, *matched, started=started):
             yield event
         return
-    async for event in _answer_llm(turn, page or {}, started=started):
+    async for event in _answer_llm(turn, page or {}, started=started,
+                                   history=hot.history if hot is not None else None):
         yield event
 
 
@@ -586,20 +685,20 @@ async def _answer_command(turn: Turn, command: commands.Command, args: str, *, s
     yield event_message(turn_payload(finished))
 
 
-def _context_build_released(*, session: Session, turn: Turn, page: dict):
+def _context_build_released(*, session: Session, turn: Turn, page: dict, history=None):
     """Build the model's context, then give the database connection back to the pool: the model
     call that follows can take seconds, and a connection held through it would cap the turns a
     process answers at once at the pool's size. (Pooled PostgreSQL only, outside transactions.)"""
-    context = context_build(session=session, turn=turn, page=page)
+    context = context_build(session=session, turn=turn, page=page, history=history)
     if connection.settings_dict.get("OPTIONS", {}).get("pool"):
         db_release()
     return context
 
 
-async def _answer_llm(turn: Turn, page: dict, *, started: float):
+async def _answer_llm(turn: Turn, page: dict, *, started: float, history=None):
     session = turn.session
     agent = session.agent
-    context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page)
+    context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page, history=history)
     provider = provider_get()
     tools_offered = agent.tools_enabled and provider.name != "offline"
     channel_tools = tools_for(session.channel, session) if tools_offered else []
