@@ -213,6 +213,10 @@ LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
 LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5, minimum=0.1)
 LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60, minimum=0.1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
+# Model requests in flight per process (one HTTP connection each); past it a request waits at most
+# LLM_CONNECTION_WAIT_SECONDS, then fails `model_busy` (503, retryable). docs/operations.md.
+LLM_MAX_CONNECTIONS = env_int("LLM_MAX_CONNECTIONS", 200, minimum=1)
+LLM_CONNECTION_WAIT_SECONDS = env_float("LLM_CONNECTION_WAIT_SECONDS", 2, minimum=0.01)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)

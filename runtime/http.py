@@ -93,7 +93,11 @@ def error_status(code: str) -> int:
         "order_timeout": status.HTTP_409_CONFLICT,
         "turn_in_progress": status.HTTP_409_CONFLICT,
         "llm_rate_limited": status.HTTP_503_SERVICE_UNAVAILABLE,
+        "model_busy": status.HTTP_503_SERVICE_UNAVAILABLE,
     }.get(code, status.HTTP_502_BAD_GATEWAY)
+
+
+RETRY_AFTER_SECONDS = {"model_busy": 2, "llm_rate_limited": 5}  # the Retry-After of a 503 turn
 
 
 def outcome_response(outcome) -> Response:
@@ -104,7 +108,11 @@ def outcome_response(outcome) -> Response:
     error = dict(outcome.error)
     error.pop("type", None)
     error.pop("v", None)
-    return Response({"error": error}, status=error_status(error.get("code", "")))
+    code = error.get("code", "")
+    response = Response({"error": error}, status=error_status(code))
+    if code in RETRY_AFTER_SECONDS:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS[code])
+    return response
 
 
 @extend_schema_field(OpenApiTypes.STR)
