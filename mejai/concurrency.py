@@ -8,7 +8,8 @@ hands the calling thread's database connection back before a long wait.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 _executors: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
@@ -41,3 +42,94 @@ def executor_backlog(name: str) -> int:
     with _lock:
         pool = _executors.get(name)
     return pool._work_queue.qsize() if pool is not None else 0
+
+
+# --- a request's thread-sensitive work without a thread of its own ---------------------------
+
+class SerialLane(Executor):
+    """Runs the calls submitted to it one at a time, in order, on a shared bounded pool.
+
+    It stands in for the one-thread executor asgiref gives each request's ThreadSensitiveContext
+    (see `request_thread_release`): the calls stay serial, as thread-sensitive code expects, but no
+    thread is held while the lane is idle. Consecutive calls may run on different pool threads, so
+    nothing may carry thread-local state from one call to the next (a transaction, a cursor): the
+    services on the streaming paths do their database work inside one call each. The database
+    connection is given back (`db_release`) whenever the lane goes idle, so a lane never keeps one.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self._pool = pool
+        self._queue: deque = deque()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._queue.append((future, fn, args, kwargs))
+            if self._running:
+                return future
+            self._running = True
+        self._pool.submit(self._drain)
+        return future
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    break
+                future, fn, args, kwargs = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        try:
+            db_release()
+        except Exception:  # noqa: BLE001 - a broken connection is closed anyway
+            pass
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to stop: the threads are the shared pool's."""
+
+
+def stream_db_pool() -> ThreadPoolExecutor:
+    """The pool that runs the database calls of open streams (STREAM_DB_THREADS threads)."""
+    from django.conf import settings
+
+    return executor("stream-db", int(getattr(settings, "STREAM_DB_THREADS", 8)))
+
+
+def request_thread_release() -> bool:
+    """Give back the thread Django holds for this request while its response streams.
+
+    Django's ASGIHandler runs each request inside asgiref's ThreadSensitiveContext, which gets a
+    one-thread executor of its own at the first thread-sensitive sync_to_async (the sync middleware
+    chain, here always) and keeps it until the response has been sent in full: one idle thread per
+    open stream. Called once the streaming body starts (the middleware and the view are done), this
+    swaps that executor for a `SerialLane` on `stream_db_pool()` and lets its thread end. Later
+    thread-sensitive calls of the stream (finishing the turn, replaying history) stay serial on the
+    shared pool. Returns whether anything was swapped: nothing happens under a sync caller
+    (async_to_sync: tests, the WSGI-style test client), whose calls must stay on its own thread.
+    """
+    from asgiref.sync import AsyncToSync, SyncToAsync
+
+    if getattr(AsyncToSync.executors, "current", None) is not None:
+        return False
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None or getattr(context, "_executor", None) is not None or getattr(context, "_exited", False):
+        return False  # no request context, or one whose executor its owner chose
+    held = SyncToAsync.context_to_thread_executor.get(context)
+    if isinstance(held, SerialLane):
+        return False
+    SyncToAsync.context_to_thread_executor[context] = SerialLane(stream_db_pool())
+    if held is not None:
+        # The connection that thread used (the view's database work) goes back to the pool first:
+        # a thread that ends holding a pooled connection spends it for good.
+        held.submit(db_release)
+        held.shutdown(wait=False)  # its thread ends once idle (it is: the response is out of the view)
+    return True

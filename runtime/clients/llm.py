@@ -128,11 +128,13 @@ class ModelConnections:
     `model_connections_state()` shows the numbers (runtime.health, /readyz detail).
     """
 
+    refused_total = 0
+
     def __init__(self, limit: int):
         self.limit = limit
         self.in_use = 0
         self.waiting = 0
-        self.refused = 0  # since the process started
+        self.refused = 0
         self._free = asyncio.Semaphore(limit)
 
     async def acquire(self, wait_seconds: float) -> None:
@@ -141,6 +143,7 @@ class ModelConnections:
             await asyncio.wait_for(self._free.acquire(), timeout=wait_seconds)
         except TimeoutError:
             self.refused += 1
+            ModelConnections.refused_total += 1  # every loop's, since the process started
             logger.warning("model connections: all %d in use; a request waited %.1fs and was refused (model_busy)",
                            self.limit, wait_seconds)
             raise LLMError("model_busy", MODEL_BUSY_MESSAGE, retryable=True) from None
@@ -168,12 +171,14 @@ def model_connections_for_loop() -> ModelConnections:
 def model_connections_state() -> dict:
     """{"limit", "in_use", "waiting", "refused_total", "wait_seconds"} summed over this process's
     event loops (the server's one, plus short-lived ones of sync callers)."""
-    state = {"limit": settings.LLM_MAX_CONNECTIONS, "in_use": 0, "waiting": 0, "refused_total": 0,
+    state = {"limit": settings.LLM_MAX_CONNECTIONS, "in_use": 0, "waiting": 0,
+             "refused_total": ModelConnections.refused_total,
              "wait_seconds": settings.LLM_CONNECTION_WAIT_SECONDS}
-    for slots in list(_connections.values()):
+    for loop, slots in list(_connections.items()):
+        if loop.is_closed():
+            continue  # a sync caller's loop, gone (its entry leaves with the loop object)
         state["in_use"] += slots.in_use
         state["waiting"] += slots.waiting
-        state["refused_total"] += slots.refused
     return state
 
 

@@ -26,7 +26,7 @@ def test_a_request_past_the_cap_fails_model_busy_after_the_short_wait(fake_llm, 
         provider = llm.OpenAICompatibleProvider()
         first = provider.stream(_request())
         holder = asyncio.ensure_future(first.__anext__())
-        while llm.model_connections_state()["in_use"] < 1:  # wait on state: the slot is taken
+        while llm.model_connections_for_loop().in_use < 1:  # wait on state: the slot is taken
             await asyncio.sleep(0.001)
         refused_before = llm.model_connections_state()["refused_total"]
         with pytest.raises(llm.LLMError) as caught:
