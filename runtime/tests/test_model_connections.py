@@ -31,19 +31,22 @@ def test_a_request_past_the_cap_fails_model_busy_after_the_short_wait(fake_llm, 
         refused_before = llm.model_connections_state()["refused_total"]
         with pytest.raises(llm.LLMError) as caught:
             await provider.complete(_request())
-        during = llm.model_connections_state()
+        slots = llm.model_connections_for_loop()  # this loop's (other tests' loops may hold their own)
+        during = {"limit": slots.limit, "in_use": slots.in_use, "waiting": slots.waiting,
+                  "refused_total": llm.model_connections_state()["refused_total"],
+                  "process_in_use": llm.model_connections_state()["in_use"]}
         holder.cancel()
         with pytest.raises((asyncio.CancelledError, StopAsyncIteration)):
             await holder
         await first.aclose()
-        after = llm.model_connections_state()
+        after = {"in_use": llm.model_connections_for_loop().in_use}
         await llm.loop_client_close()
         return caught.value, refused_before, during, after
 
     error, refused_before, during, after = async_to_sync(scenario)()
     assert error.code == "model_busy" and error.retryable
     assert during["limit"] == 1 and during["in_use"] == 1 and during["waiting"] == 0
-    assert during["refused_total"] == refused_before + 1
+    assert during["refused_total"] == refused_before + 1 and during["process_in_use"] >= 1
     assert after["in_use"] == 0  # the slot came back when the holder was cancelled
 
 
