@@ -104,7 +104,7 @@ def _bearer_key(request) -> str | None:
     return raw if scheme.lower() == "bearer" and raw.startswith(ApiKey.PREFIX) else None
 
 
-async def _chat_options(request) -> None:
+async def _chat_authenticate(request) -> None:
     raw_key = _bearer_key(request)
     if not raw_key:
         raise exceptions.NotAuthenticated()
@@ -134,7 +134,7 @@ async def _runtime_chat(request):
 
 
 runtime_chat = plain_view(_runtime_chat, methods=("POST",), schema_view=RuntimeChatApi,
-                          renders=("application/json", "text/event-stream"), options=_chat_options)
+                          renders=("application/json", "text/event-stream"), authenticate=_chat_authenticate)
 
 
 class TurnOutput(serializers.ModelSerializer):

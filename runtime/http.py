@@ -247,11 +247,15 @@ def plain_error_response(exc: Exception, *, auth_header: str | None = "Bearer"):
     return json_response(response.data, response.status_code, headers)
 
 
-def plain_view(view, *, methods: tuple[str, ...], schema_view=None, renders=("application/json",), options=None):
-    """A plain async Django view around `view(request, *args)`: CSRF-exempt (an API, as DRF's views
-    are), the method and Accept checks, OPTIONS, errors in the one shape, DRF's Allow/Vary headers.
-    `schema_view` (a DRF APIView subclass) is what drf-spectacular reads to document the endpoint;
-    `options(request)`, awaited before answering OPTIONS, may raise (authentication)."""
+def plain_view(view, *, methods: tuple[str, ...], schema_view=None, renders=("application/json",),
+               authenticate=None, options=None, finalize=None):
+    """A plain async Django view around `view(request, *args)` with a DRF APIView's outer contract:
+    CSRF-exempt (an API), then in DRF's order the Accept check (406), `authenticate(request)` for
+    OPTIONS and other methods (the view authenticates its own methods, in its database hop), 405 for
+    a method not in `methods`; OPTIONS answered by `options(request)` (a response) or DRF-style
+    metadata; every error in the one shape; DRF's Allow and Vary: Accept headers; then
+    `finalize(request, response)` (CORS). `schema_view` (a DRF APIView subclass) is what
+    drf-spectacular reads to document the endpoint; requests never reach it."""
     import functools
 
     from django.utils.cache import patch_vary_headers
@@ -262,27 +266,39 @@ def plain_view(view, *, methods: tuple[str, ...], schema_view=None, renders=("ap
     @functools.wraps(view)
     async def handler(request, *args, **kwargs):
         try:
-            if request.method == "OPTIONS":
-                if options is not None:
-                    await options(request)  # e.g. authentication, which DRF checked for OPTIONS too
-                response = json_response({"name": getattr(schema_view, "__name__", view.__name__),
-                                          "renders": list(renders), "parses": ["application/json"]})
-            elif request.method not in methods:
-                raise exceptions.MethodNotAllowed(request.method)
-            else:
-                accept_check(request, renders)
+            accept_check(request, renders)
+            if request.method in methods:
                 response = await view(request, *args, **kwargs)
+            else:
+                if authenticate is not None:
+                    await authenticate(request)
+                if request.method != "OPTIONS":
+                    raise exceptions.MethodNotAllowed(request.method)
+                response = await options(request) if options is not None else None
+                if response is None:
+                    response = json_response({"name": getattr(schema_view, "__name__", view.__name__),
+                                              "renders": list(renders), "parses": ["application/json"]})
         except Exception as exc:  # noqa: BLE001 - API errors become the one shape; bugs are re-raised
             response = plain_error_response(exc)
         response["Allow"] = allowed
         if len(renders) > 1:
             patch_vary_headers(response, ("Accept",))
+        if finalize is not None:
+            finalize(request, response)
         return response
 
     handler = csrf_exempt(handler)
     if schema_view is not None:
         # What DRF's schema generators look for on a URL's callback: drf-spectacular lists the
-        # endpoint with schema_view's documented methods; requests never reach schema_view.
+        # endpoint with schema_view's documented methods.
         handler.cls = schema_view
         handler.initkwargs = {}
     return handler
+
+
+def json_object_plain(request, *, limit: int | None = None) -> dict:
+    """json_object for a plain Django request: the JSON body, which must be an object (400 `invalid`)."""
+    body = json_body(request, limit=limit)
+    if not isinstance(body, dict):
+        raise ApiError("invalid", "본문은 JSON 객체여야 합니다. (The body must be a JSON object.)", 400)
+    return body

@@ -20,6 +20,8 @@ def test_other_methods_are_405_with_allow(client, api_key):
     response = client.get(URL, HTTP_AUTHORIZATION=f"Bearer {api_key}")
     _error(response, 405, "method_not_allowed")
     assert response["Allow"] == "POST, OPTIONS"
+    _error(client.get(URL), 401, "unauthenticated")  # authentication first, as DRF checked it
+    _error(client.get(URL, HTTP_ACCEPT="text/html"), 406, "not_acceptable")  # and negotiation before that
 
 
 def test_an_unacceptable_accept_is_406(client, api_key):
