@@ -53,12 +53,12 @@ class SerialLane(Executor):
     (see `request_thread_release`): the calls stay serial, as thread-sensitive code expects, but no
     thread is held while the lane is idle. Consecutive calls may run on different pool threads, so
     nothing may carry thread-local state from one call to the next (a transaction, a cursor): the
-    services on the streaming paths do their database work inside one call each. The database
-    connection is given back (`db_release`) whenever the lane goes idle, so a lane never keeps one.
+    services on the streaming paths do their database work inside one call each. Database
+    connections belong to the pool's threads (`DatabaseWorkers`), not to lanes.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor):
-        self._pool = pool
+    def __init__(self, pool):
+        self._pool = pool  # anything with submit(fn): DatabaseWorkers, a ThreadPoolExecutor
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._running = False
@@ -88,20 +88,95 @@ class SerialLane(Executor):
                 future.set_exception(exc)
             else:
                 future.set_result(result)
-        try:
-            db_release()
-        except Exception:  # noqa: BLE001 - a broken connection is closed anyway
-            pass
+            _connection_drop_if_broken()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to stop: the threads are the shared pool's."""
 
 
-def stream_db_pool() -> ThreadPoolExecutor:
-    """The pool that runs the database calls of open streams (STREAM_DB_THREADS threads)."""
-    from django.conf import settings
+def _connection_drop_if_broken() -> None:
+    """Close this thread's connection after a database error left it unusable (the next call reconnects)."""
+    from django.db import connection
 
-    return executor("stream-db", int(getattr(settings, "STREAM_DB_THREADS", 8)))
+    if connection.connection is not None and connection.errors_occurred and not connection.in_atomic_block:
+        try:
+            usable = connection.is_usable()
+        except Exception:  # noqa: BLE001
+            usable = False
+        if usable:
+            connection.errors_occurred = False
+        else:
+            connection.close()
+
+
+class DatabaseWorkers:
+    """A fixed number of threads for short database calls that keep their connection while there is
+    work and give it back after `idle_seconds` without any.
+
+    Giving the connection back after every call would cost a pool checkout, and with
+    CONN_HEALTH_CHECKS a round trip to PostgreSQL, per call (several per streamed turn); keeping it
+    for ever would pin pool slots. So at most `size` connections are held, only while busy.
+    """
+
+    def __init__(self, name: str, size: int, *, idle_seconds: float = 1.0):
+        import queue
+
+        self.name = name
+        self.size = max(1, size)
+        self.idle_seconds = idle_seconds
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._empty = queue.Empty
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn) -> None:
+        self._queue.put(fn)
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                fn = self._queue.get(timeout=self.idle_seconds)
+            except self._empty:
+                try:
+                    db_release()
+                except Exception:  # noqa: BLE001 - a broken connection is closed anyway
+                    pass
+                continue
+            with self._lock:
+                self._idle -= 1
+            try:
+                fn()
+            except BaseException:  # noqa: BLE001 - SerialLane hands errors to its futures
+                pass
+            finally:
+                with self._lock:
+                    self._idle += 1
+
+    def threads(self) -> int:
+        return len(self._threads)
+
+
+_stream_db: DatabaseWorkers | None = None
+
+
+def stream_db_pool() -> DatabaseWorkers:
+    """The workers that run the database calls of open streams and background answers
+    (STREAM_DB_THREADS threads, connections held only while busy)."""
+    global _stream_db
+    if _stream_db is None:
+        from django.conf import settings
+
+        with _lock:
+            if _stream_db is None:
+                _stream_db = DatabaseWorkers("stream-db", int(getattr(settings, "STREAM_DB_THREADS", 8)))
+    return _stream_db
 
 
 def request_thread_release() -> bool:
