@@ -246,7 +246,8 @@ RUNTIME_API_SESSION_IDLE_MINUTES = env_int("RUNTIME_API_SESSION_IDLE_MINUTES", 3
 ADMIN_OVERVIEW_CACHE_SECONDS = env_int("ADMIN_OVERVIEW_CACHE_SECONDS", 60)
 RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, minimum=0.1)
 # Threads that run the database calls of open streams and background answers (serial per stream:
-# mejai.concurrency.SerialLane); no stream holds a thread of its own. Keep it below DB_POOL_MAX.
+# mejai.concurrency.SerialLane); no stream holds a thread of its own. Each holds a database connection
+# while busy (given back after 1 s idle): keep it well below DB_POOL_MAX.
 STREAM_DB_THREADS = env_int("STREAM_DB_THREADS", 8, minimum=1)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
