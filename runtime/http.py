@@ -261,7 +261,10 @@ def plain_view(view, *, methods: tuple[str, ...], schema_view=None, renders=("ap
     from django.utils.cache import patch_vary_headers
     from django.views.decorators.csrf import csrf_exempt
 
-    allowed = ", ".join((*methods, "OPTIONS"))
+    if "GET" in methods and "HEAD" not in methods:
+        methods = (*methods, "HEAD")  # as Django's View: HEAD is answered by GET
+    order = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE")  # DRF's Allow order
+    allowed = ", ".join(m for m in order if m in methods or m == "OPTIONS")
 
     @functools.wraps(view)
     async def handler(request, *args, **kwargs):
