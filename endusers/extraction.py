@@ -11,7 +11,6 @@ import json
 import logging
 import re
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from endusers.conf import EXTRACTION_CANDIDATES, EXTRACTION_MAX_FACTS
@@ -49,7 +48,7 @@ def _json_reply(text: str) -> dict | None:
 
 
 def _llm_json(system: str, user: str) -> dict | None:
-    from runtime.clients.llm import LLMError, LLMRequest, provider_get
+    from runtime.clients.llm import LLMError, LLMRequest, complete_sync, provider_get
 
     provider = provider_get()
     if provider.name == "offline":
@@ -59,7 +58,7 @@ def _llm_json(system: str, user: str) -> dict | None:
         model=settings.LLM_MODEL, temperature=0.0, max_tokens=400,
     )
     try:
-        text, _calls, _usage = async_to_sync(provider.complete)(request)
+        text, _calls, _usage = complete_sync(provider, request)
     except LLMError as exc:
         logger.warning("memory extraction: model call failed (%s)", exc.code)
         raise

@@ -72,6 +72,7 @@ KO_BY_CODE = {
     "llm_stream_broken": "AI 모델의 답변이 중간에 끊겼어요.",
     "llm_timeout": "AI 모델이 제시간에 답하지 않았어요.",
     "llm_unavailable": "AI 모델에 연결할 수 없어요.",
+    "model_busy": "지금 AI 모델 요청이 많아요. 잠시 후 다시 시도해 주세요.",
     "no_answer": "답변이 만들어지지 않았어요.",
     "order_timeout": "앞선 메시지를 처리하느라 이 메시지를 아직 처리하지 못했어요. 다시 보내 주세요.",
     "stopped": "답변을 멈췄어요.",

@@ -246,6 +246,10 @@ LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
 LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5, minimum=0.1)
 LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 60, minimum=0.1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
+# Model requests in flight per process (one HTTP connection each); past it a request waits at most
+# LLM_CONNECTION_WAIT_SECONDS, then fails `model_busy` (503, retryable). docs/operations.md.
+LLM_MAX_CONNECTIONS = env_int("LLM_MAX_CONNECTIONS", 200, minimum=1)
+LLM_CONNECTION_WAIT_SECONDS = env_float("LLM_CONNECTION_WAIT_SECONDS", 2, minimum=0.01)
 # An OpenAI-compatible server is used when either a key or a base URL is given;
 # local servers (vLLM, Ollama, llama.cpp) usually need no key.
 LLM_CONFIGURED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
@@ -274,6 +278,10 @@ RUNTIME_API_SESSION_IDLE_MINUTES = env_int("RUNTIME_API_SESSION_IDLE_MINUTES", 3
 # language; 0 (default) = computed every visit (it reads the daily roll-up, bench/RESULTS.md).
 ADMIN_OVERVIEW_CACHE_SECONDS = env_int("ADMIN_OVERVIEW_CACHE_SECONDS", 0)
 RUNTIME_SSE_KEEPALIVE_SECONDS = env_float("RUNTIME_SSE_KEEPALIVE_SECONDS", 15, minimum=0.1)
+# Threads that run the database calls of open streams and background answers (serial per stream:
+# mejai.concurrency.SerialLane); no stream holds a thread of its own. Each holds a database connection
+# while busy (given back after 1 s idle): keep it well below DB_POOL_MAX.
+STREAM_DB_THREADS = env_int("STREAM_DB_THREADS", 8, minimum=1)
 # A turn still pending/streaming after this long is treated as abandoned (its process died),
 # so it no longer blocks the turns queued behind it.
 RUNTIME_TURN_STALE_SECONDS = env_int("RUNTIME_TURN_STALE_SECONDS", 180, minimum=1)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import renderers, serializers, status
+from rest_framework import exceptions, renderers, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mejai.errors import ApiError
 from runtime import prompts, selectors, services
-from runtime.auth import OPERATOR_AUTHENTICATION, ApiKeyAuthentication, HasOrganization
+from runtime.auth import OPERATOR_AUTHENTICATION, ApiKeyAuthentication, HasOrganization, api_key_principal
 from runtime.http import (
     ERROR_SCHEMA,
     EventStreamRenderer,
@@ -20,11 +19,14 @@ from runtime.http import (
     LimitedJSONParser,
     MessageTextField,
     PayloadOutput,
+    json_body,
     json_object,
-    outcome_response,
+    json_response,
+    outcome_parts,
+    plain_view,
     stream_requested,
 )
-from runtime.models import PromptTemplate, PromptVersion, Turn
+from runtime.models import ApiKey, PromptTemplate, PromptVersion, Turn
 from runtime.sse import sse_numbered, sse_response
 
 
@@ -57,8 +59,11 @@ class ChatInput(serializers.Serializer):
                                      help_text="Free-form JSON stored on a new session (shown to operators).")
 
 
-class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
-    """Send a user message and get the assistant's answer, as JSON or as server-sent events."""
+class RuntimeChatApi(APIView):
+    """Send a user message and get the assistant's answer, as JSON or as server-sent events.
+
+    Documentation only (drf-spectacular reads it): requests go to `runtime_chat`, a plain async view
+    with the same contract (runtime.http.plain_view)."""
 
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasOrganization]
@@ -70,26 +75,66 @@ class RuntimeChatApi(JsonErrorsMixin, AsyncAPIView):
         request=ChatInput,
         parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA,
-                   413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 502: ERROR_SCHEMA},
+                   413: ERROR_SCHEMA, 415: ERROR_SCHEMA, 502: ERROR_SCHEMA, 503: ERROR_SCHEMA},
         description="Send the end user's message and get the answer: the standard payload as JSON by default; "
         "`Accept: text/event-stream` or `?stream=1` streams the events `start`, `delta`, `message`, `error`. "
         "Multi-turn: pass back `session_id`, or send the same `external_id` "
         "([conversations over the API](/docs/runtime#conversations-over-the-api-multi-turn-by-design)). "
         "The events, the payload and the errors: [docs/runtime](/docs/runtime#the-event-vocabulary-version-1).",
     )
-    async def post(self, request):
-        if not isinstance(request.data, dict):
+    def post(self, request):  # pragma: no cover - never routed (see runtime_chat)
+        raise NotImplementedError
+
+
+def _chat_start(raw_key: str | None, data, error: Exception | None):
+    """One database hop: the key's organization (401 first, as DRF checked it before the body), then
+    the body's error if it had one, then the stored turn."""
+    if not raw_key:
+        raise exceptions.NotAuthenticated()
+    principal = api_key_principal(raw_key)
+    if error is not None:
+        raise error
+    turn, _ = services.api_chat_start(organization=principal.organization, data=data)
+    return turn
+
+
+def _bearer_key(request) -> str | None:
+    scheme, _, raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    raw = raw.strip()
+    return raw if scheme.lower() == "bearer" and raw.startswith(ApiKey.PREFIX) else None
+
+
+async def _chat_authenticate(request) -> None:
+    raw_key = _bearer_key(request)
+    if not raw_key:
+        raise exceptions.NotAuthenticated()
+    await sync_to_async(api_key_principal)(raw_key)
+
+
+async def _runtime_chat(request):
+    raw_key = _bearer_key(request)
+    data, error = None, None
+    try:
+        body = json_body(request)
+        if not isinstance(body, dict):
             raise ApiError("invalid", "The body must be a JSON object.", 400)
-        serializer = ChatInput(data=request.data)
+        serializer = ChatInput(data=body)
         serializer.is_valid(raise_exception=True)
-        organization = request.user.organization
-        page = serializer.validated_data.get("context") or {}
-        # Store first, so bad input fails as JSON and the message is kept even if the LLM fails.
-        turn, _ = await sync_to_async(services.api_chat_start)(organization=organization, data=serializer.validated_data)
-        events = services.turn_answer_stream(turn=turn, page=page)
-        if stream_requested(request):
-            return sse_response(sse_numbered(events))
-        return outcome_response(await services.outcome_gather(events))
+        data = serializer.validated_data
+    except Exception as exc:  # noqa: BLE001 - raised after authentication, in DRF's order
+        error = exc
+    if not raw_key:
+        raise exceptions.NotAuthenticated()
+    # Store first, so bad input fails as JSON and the message is kept even if the LLM fails.
+    turn = await sync_to_async(_chat_start)(raw_key, data, error)
+    events = services.turn_answer_stream(turn=turn, page=data.get("context") or {})
+    if stream_requested(request):
+        return sse_response(sse_numbered(events))
+    return json_response(*outcome_parts(await services.outcome_gather(events)))
+
+
+runtime_chat = plain_view(_runtime_chat, methods=("POST",), schema_view=RuntimeChatApi,
+                          renders=("application/json", "text/event-stream"), authenticate=_chat_authenticate)
 
 
 class TurnOutput(serializers.ModelSerializer):

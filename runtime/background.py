@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.core.cache import cache
 
-from mejai.concurrency import db_release
+from mejai.concurrency import SerialLane, db_release, stream_db_pool
 from runtime import live
 from runtime.events import TurnEvent, event_error
 from runtime.models import Turn
@@ -97,8 +97,12 @@ def _mark_stopped(turn_id) -> None:
 async def _answer(answer: BackgroundAnswer, *, page: dict | None, sender: str) -> None:
     from runtime.services import TurnOutcome, outcome_gather, turn_answer_stream
 
-    # Its own sync thread for the database work, as a request has, released when the answer ends.
-    async with ThreadSensitiveContext():
+    # Its own serial lane for the database work, on the bounded stream-db pool (no thread held while
+    # it waits on the model), independent of the request that started it: the answer outlives it.
+    # Under a sync caller (async_to_sync: tests, sync callers) the work goes back to that caller's
+    # thread as before.
+    lane = SerialLane(stream_db_pool()) if _loop_outlives_caller() else None
+    async with ThreadSensitiveContext(executor=lane):
         turn = None
         outcome = None
         try:
@@ -169,7 +173,7 @@ async def _events_of(*events: TurnEvent) -> AsyncIterator[TurnEvent]:
 def _start(answer: BackgroundAnswer, *, page, sender, fresh_context: bool = False) -> None:
     # The task copies the caller's context: under an outer sync thread (async_to_sync: tests, sync
     # callers) database work goes back to that thread, as the caller's own would; on a server loop
-    # _answer's ThreadSensitiveContext gives it a thread of its own for as long as it runs.
+    # _answer's ThreadSensitiveContext gives it a serial lane (no thread of its own) for as long as it runs.
     # On the runtime loop it starts from an empty context: nothing of the sync caller's applies there.
     context = contextvars.Context() if fresh_context else None
     answer.task = answer.loop.create_task(_answer(answer, page=page, sender=sender), context=context)

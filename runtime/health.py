@@ -93,6 +93,14 @@ def _check_llm() -> dict:
     return result
 
 
+def _model_connections() -> dict:
+    """Model requests in flight now (live, not cached): {"limit", "in_use", "waiting", "refused_total",
+    "wait_seconds"}; see runtime.clients.llm.ModelConnections."""
+    from runtime.clients.llm import model_connections_state
+
+    return model_connections_state()
+
+
 async def _run_checks() -> dict:
     checks: dict[str, dict] = {}
     started = time.monotonic()
@@ -166,6 +174,8 @@ async def readyz(request):
     status = 503 if body["status"] == "unavailable" else 200  # "degraded": the model is out (see _run_checks)
     if not _detail_allowed(request):
         body = {"status": body["status"]}
+    else:
+        body = {**body, "model_connections": _model_connections()}
     response = JsonResponse(body, status=status)
     response["Cache-Control"] = "no-store"
     return response

@@ -9,37 +9,9 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
+from mejai.concurrency import request_thread_release
 from mejai.overload import OVERLOADED_MESSAGE
 from runtime.events import SSE_KEEPALIVE, TurnEvent, event_error, sse_encode
-
-
-async def with_keepalive(events: AsyncIterator, interval: float) -> AsyncIterator:
-    """Yield the events, and None whenever `interval` seconds pass without one."""
-    iterator = events.__aiter__()
-    pending: asyncio.Future | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                pending = None
-                return
-            pending = None
-            yield item
-    finally:
-        if pending is not None and not pending.done():
-            # The client left: cancel the producer where it waits, so it can store what it has.
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
-        with contextlib.suppress(Exception):
-            await iterator.aclose()
 
 
 async def sse_numbered(events: AsyncIterator[TurnEvent]) -> AsyncIterator[tuple[str | None, TurnEvent | None]]:
@@ -55,34 +27,91 @@ async def sse_body(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,
                    keepalive: float | None = None) -> AsyncIterator[str]:
     """The text of an event stream. `pairs` yields (id, event); (None, None) marks the stream as open
     (the `retry:` line is sent then: a client that has seen the first bytes is subscribed). An id of
-    None or "" is sent without an `id:` line. A keep-alive comment goes out after `keepalive` idle seconds."""
-    interval = keepalive if keepalive is not None else settings.RUNTIME_SSE_KEEPALIVE_SECONDS
-    opened = False
-    try:
-        async for item in with_keepalive(pairs, interval):
-            if item is None:
-                yield SSE_KEEPALIVE
-                continue
-            event_id, event = item
-            if not opened:
-                opened = True
-                yield "retry: 3000\n\n"
-            if event is None:
-                continue
-            yield sse_encode(event, event_id=event_id or None)
-    except Exception as exc:
-        # The status line is gone already: a refused database connection ends the stream with the
-        # same answer a 503 would have been (`overloaded`, retryable, retry_after), not a cut.
-        from mejai.overload import is_overload_error, retry_after_seconds, shed_record
+    None or "" is sent without an `id:` line. A keep-alive comment goes out after `keepalive` idle seconds.
 
-        if not is_overload_error(exc):
+    Cheap per open stream: no thread (request_thread_release gives Django's back), one producer
+    task reading `pairs`, one keep-alive timer re-armed only when it fires, and everything the
+    producer got in the same loop tick (deltas of one network read) written as one chunk. When the
+    client leaves, the producer is cancelled where it waits, so the pipeline can store what it has.
+    """
+    interval = keepalive if keepalive is not None else settings.RUNTIME_SSE_KEEPALIVE_SECONDS
+    request_thread_release()
+    loop = asyncio.get_running_loop()
+    pending: list[str] = []
+    waiter: asyncio.Future | None = None
+    finished = False
+    opened = False
+    failure: BaseException | None = None
+    last_write = loop.time()
+
+    def wake() -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def produce() -> None:
+        nonlocal finished, failure, opened
+        try:
+            async for event_id, event in pairs:
+                if not opened:
+                    opened = True
+                    pending.append("retry: 3000\n\n")
+                if event is not None:
+                    pending.append(sse_encode(event, event_id=event_id or None))
+                wake()
+        except asyncio.CancelledError:
             raise
-        shed_record("stream")
-        if not opened:
-            yield "retry: 3000\n\n"
-        error = event_error(code="overloaded", message=OVERLOADED_MESSAGE, retryable=True)
-        error.data["retry_after"] = retry_after_seconds()
-        yield sse_encode(error)
+        except Exception as exc:  # handed to the writer, which raises it after what came before
+            failure = exc
+        finally:
+            finished = True
+            wake()
+            aclose = getattr(pairs, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def keep_alive() -> None:
+        nonlocal timer
+        idle = loop.time() - last_write
+        if idle >= interval:
+            pending.append(SSE_KEEPALIVE)
+            wake()
+            idle = 0.0
+        timer = loop.call_later(interval - idle, keep_alive)
+
+    timer = loop.call_later(interval, keep_alive)
+    producer = asyncio.ensure_future(produce())
+    try:
+        while True:
+            if pending:
+                chunk = "".join(pending)
+                pending.clear()
+                last_write = loop.time()
+                yield chunk
+                continue
+            if finished:
+                break
+            waiter = loop.create_future()
+            await waiter
+            waiter = None
+        if failure is not None:
+            # The status line is gone already: a refused database connection ends the stream with the
+            # same answer a 503 would have been (`overloaded`, retryable, retry_after), not a cut.
+            from mejai.overload import is_overload_error, retry_after_seconds, shed_record
+
+            if not is_overload_error(failure):
+                raise failure
+            shed_record("stream")
+            error = event_error(code="overloaded", message=OVERLOADED_MESSAGE, retryable=True)
+            error.data["retry_after"] = retry_after_seconds()
+            yield ("" if opened else "retry: 3000\n\n") + sse_encode(error)
+    finally:
+        timer.cancel()
+        if not producer.done():
+            # The client left: cancel the producer where it waits, so it can store what it has.
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
 
 
 def sse_response(pairs: AsyncIterator[tuple[str | None, TurnEvent | None]], *,

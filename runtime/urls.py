@@ -5,7 +5,7 @@ from runtime import apis
 app_name = "runtime"
 
 urlpatterns = [
-    path("chat", apis.RuntimeChatApi.as_view(), name="chat"),
+    path("chat", apis.runtime_chat, name="chat"),  # a plain async view (runtime.http.plain_view)
     path("sessions/<str:session_id>/turns", apis.SessionTurnsApi.as_view(), name="session-turns"),
     path("prompts", apis.PromptListApi.as_view(), name="prompts"),
     path("prompt-versions/<int:version_id>/activate", apis.PromptVersionActivateApi.as_view(), name="prompt-activate"),

@@ -6,8 +6,8 @@ from widgets import apis
 
 urlpatterns = [
     path("init", apis.WidgetInitApi.as_view(), name="widget-init"),
-    path("chat", apis.WidgetChatApi.as_view(), name="widget-chat"),
-    path("stream", apis.WidgetStreamApi.as_view(), name="widget-stream"),
+    path("chat", apis.widget_chat, name="widget-chat"),  # plain async views (runtime.http.plain_view)
+    path("stream", apis.widget_stream, name="widget-stream"),
     path("stream-ticket", apis.WidgetStreamTicketApi.as_view(), name="widget-stream-ticket"),
     path("event", apis.WidgetEventApi.as_view(), name="widget-event"),
 ]

@@ -1,10 +1,14 @@
 """Widget HTTP API: init, chat (JSON or SSE), the session stream (+ stream ticket) and events.
 
-Async DRF views (adrf) like runtime.apis.RuntimeChatApi. Each request does its database work in one
-sync_to_async call to a service. CORS is answered here, per view, for the widget's own origins only.
+The hot endpoints (chat, stream) are plain async views (runtime.http.plain_view) like
+`POST /api/runtime/chat`; init, the stream ticket and events stay async DRF views (adrf). Each request
+does its database work in one sync_to_async call to a service. CORS is answered here, per view, for
+the widget's own origins only.
 """
 
 from __future__ import annotations
+
+import json
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
@@ -27,7 +31,10 @@ from runtime.http import (
     PayloadOutput,
     TextField,
     json_object,
-    outcome_response,
+    json_object_plain,
+    json_response,
+    outcome_parts,
+    plain_view,
     stream_requested,
 )
 from runtime.sse import sse_numbered, sse_response
@@ -49,6 +56,43 @@ def own_origins(request) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def cors_allow_token_origin(request, caller) -> None:
+    """A token-authenticated call from a page answers CORS only for the token's own origin."""
+    sent = request.META.get("HTTP_ORIGIN")
+    if sent and services.origin_parse(sent) is not None and str(services.origin_parse(sent)) == caller.claims.origin:
+        request._widget_cors_origin = str(services.origin_parse(sent))
+
+
+def cors_finalize(request, response) -> None:
+    """The widget's CORS answer on every response (plain views; WidgetApiMixin does the same for DRF's)."""
+    origin = getattr(request, "_widget_cors_origin", None)
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Expose-Headers"] = "Retry-After"
+    patch_vary_headers(response, ["Origin"])
+    if response.status_code == 429 and not response.streaming:
+        try:
+            retry_after = (json.loads(response.content).get("error") or {}).get("retry_after")
+        except (ValueError, AttributeError):
+            retry_after = None
+        if retry_after:
+            response["Retry-After"] = str(retry_after)
+
+
+async def cors_preflight(request, methods: str):
+    """CORS preflight: allowed only for origins some active widget allows (a preflight carries no key)."""
+    from django.http import HttpResponse
+
+    origin = await sync_to_async(services.widget_cors_origin_known)(origin_header=request.META.get("HTTP_ORIGIN"))
+    response = HttpResponse(status=204)
+    if origin:
+        request._widget_cors_origin = origin
+        response["Access-Control-Allow-Methods"] = methods
+        response["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Last-Event-ID"
+        response["Access-Control-Max-Age"] = str(CORS_MAX_AGE)
+    return response
+
+
 class WidgetApiMixin(JsonErrorsMixin):
     """No DRF authentication (tokens are checked by the services); CORS for the widget's origin only."""
 
@@ -63,9 +107,7 @@ class WidgetApiMixin(JsonErrorsMixin):
 
     def cors_allow_token_origin(self, request, caller) -> None:
         """A token-authenticated call from a page answers CORS only for the token's own origin."""
-        sent = request.META.get("HTTP_ORIGIN")
-        if sent and services.origin_parse(sent) is not None and str(services.origin_parse(sent)) == caller.claims.origin:
-            self.cors_allow(request, str(services.origin_parse(sent)))
+        cors_allow_token_origin(getattr(request, "_request", request), caller)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -191,7 +233,10 @@ class WidgetChatInput(serializers.Serializer):
 
 
 class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
-    """The visitor's message, answered as the standard payload or streamed as server-sent events."""
+    """The visitor's message, answered as the standard payload or streamed as server-sent events.
+
+    Documentation only (drf-spectacular reads it): requests go to `widget_chat`, a plain async view
+    with the same contract (runtime.http.plain_view)."""
 
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
 
@@ -199,37 +244,46 @@ class WidgetChatApi(WidgetApiMixin, AsyncAPIView):
         operation_id="widget_chat", request=WidgetChatInput,
         parameters=[OpenApiParameter("stream", str, description="1: answer as text/event-stream")],
         responses={200: PayloadOutput, 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA,
-                   429: ERROR_SCHEMA, 502: ERROR_SCHEMA},
+                   429: ERROR_SCHEMA, 502: ERROR_SCHEMA, 503: ERROR_SCHEMA},
         description="`Authorization: Bearer <widget_token>`. Events `start`, `delta`, `message`, `error` as in "
         "docs/runtime.md (\"The event vocabulary\"); each is also published to the session's other tabs.",
     )
-    async def post(self, request):
-        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
-        body = self.json_object(request)
-        serializer = WidgetChatInput(data=body)
-        meta = request.META
+    async def post(self, request):  # pragma: no cover - never routed (see widget_chat)
+        raise NotImplementedError
 
-        def run():
-            caller = services.widget_caller_load(raw_token=raw, public_key=body.get("public_key") or None)
-            self.cors_allow_token_origin(request, caller)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            rate_limits_hit(("CHAT_IP", f"{client_ip(meta)}|{caller.widget.pk}"),
-                            ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
-                            *widget_caps(caller.widget.pk))
-            turn, created = services.widget_chat_start(
-                caller=caller, text=data["message"], session_id=data.get("session_id"),
-                client_message_id=data.get("client_message_id") or "", context=data.get("context"),
-            )
-            return turn, created, services.page_context_clean(data.get("context"))
 
-        turn, _created, page = await sync_to_async(run)()
-        # The answer outlives this request (a closed tab still gets it on reconnect); this response
-        # follows it, and the session's other tabs get it through the live stream.
-        events = background.turn_answer_follow(turn_id=turn.pk, page=page)
-        if stream_requested(request):
-            return sse_response(sse_numbered(events), keepalive=conf.sse_keepalive_seconds())
-        return outcome_response(await runtime_services.outcome_gather(events))
+async def _widget_chat(request):
+    raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+    body = json_object_plain(request)
+    serializer = WidgetChatInput(data=body)
+    meta = request.META
+
+    def run():
+        caller = services.widget_caller_load(raw_token=raw, public_key=body.get("public_key") or None)
+        cors_allow_token_origin(request, caller)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        rate_limits_hit(("CHAT_IP", f"{client_ip(meta)}|{caller.widget.pk}"),
+                        ("CHAT_VISITOR", f"{caller.widget.pk}|{caller.claims.principal}"),
+                        *widget_caps(caller.widget.pk))
+        turn, created = services.widget_chat_start(
+            caller=caller, text=data["message"], session_id=data.get("session_id"),
+            client_message_id=data.get("client_message_id") or "", context=data.get("context"),
+        )
+        return turn, created, services.page_context_clean(data.get("context"))
+
+    turn, _created, page = await sync_to_async(run)()
+    # The answer outlives this request (a closed tab still gets it on reconnect); this response
+    # follows it, and the session's other tabs get it through the live stream.
+    events = background.turn_answer_follow(turn_id=turn.pk, page=page)
+    if stream_requested(request):
+        return sse_response(sse_numbered(events), keepalive=conf.sse_keepalive_seconds())
+    return json_response(*outcome_parts(await runtime_services.outcome_gather(events)))
+
+
+widget_chat = plain_view(_widget_chat, methods=("POST",), schema_view=WidgetChatApi,
+                         renders=("application/json", "text/event-stream"),
+                         options=lambda request: cors_preflight(request, "POST, OPTIONS"), finalize=cors_finalize)
 
 
 # --- the session stream ------------------------------------------------------------------------
@@ -268,7 +322,8 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
     """Server-sent events of one session from any tab: `delta`, `message`, `error` (and `start`).
 
     Ids are `<seq>` for a finished turn and `<seq>.<n>` within one; `Last-Event-ID` (or
-    `?last_event_id=`) replays the finished turns after it.
+    `?last_event_id=`) replays the finished turns after it. Documentation only: requests go to
+    `widget_stream`, a plain async view with the same contract.
     """
 
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
@@ -280,37 +335,46 @@ class WidgetStreamApi(WidgetApiMixin, AsyncAPIView):
                     OpenApiParameter("last_event_id", str)],
         responses={(200, "text/event-stream"): str, 401: ERROR_SCHEMA, 404: ERROR_SCHEMA, 429: ERROR_SCHEMA},
     )
-    async def get(self, request):
-        ticket = request.query_params.get("ticket") or ""
-        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
-        session_id = request.query_params.get("session_id") or None
-        last_event_id = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("last_event_id")
+    async def get(self, request):  # pragma: no cover - never routed (see widget_stream)
+        raise NotImplementedError
 
-        def run():
-            token, wanted = raw, session_id
-            if not token and ticket:
-                token, ticket_session = stream_ticket_redeem(ticket=ticket)
-                if wanted and wanted != ticket_session:
-                    raise ApiError(*services.SESSION_NOT_FOUND, field="session_id")
-                wanted = ticket_session
-            caller = services.widget_caller_load(raw_token=token)
-            self.cors_allow_token_origin(request, caller)
-            session = services.widget_session_get(caller=caller, session_id=wanted)
-            rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
-            return session, caller.claims.expires_at, stream_keys(
-                widget_id=caller.widget.pk, principal=caller.claims.principal, ip=client_ip(request.META))
 
-        def run_and_release():
-            try:
-                return run()
-            finally:
-                db_release()  # the stream may stay open for hours: no connection held
+async def _widget_stream(request):
+    ticket = request.GET.get("ticket") or ""
+    raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+    session_id = request.GET.get("session_id") or None
+    last_event_id = request.META.get("HTTP_LAST_EVENT_ID") or request.GET.get("last_event_id")
 
-        session, expires_at, keys = await sync_to_async(run_and_release)()
-        taken = stream_slot_take(keys)  # 429 too_many_streams when the visitor, address or widget is full
-        events = live.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at,
-                                            expired_message=TOKEN_EXPIRED_MESSAGE)
-        return sse_response(held_while_streaming(events, taken), keepalive=conf.sse_keepalive_seconds())
+    def run():
+        token, wanted = raw, session_id
+        if not token and ticket:
+            token, ticket_session = stream_ticket_redeem(ticket=ticket)
+            if wanted and wanted != ticket_session:
+                raise ApiError(*services.SESSION_NOT_FOUND, field="session_id")
+            wanted = ticket_session
+        caller = services.widget_caller_load(raw_token=token)
+        cors_allow_token_origin(request, caller)
+        session = services.widget_session_get(caller=caller, session_id=wanted)
+        rate_limit_hit(name="STREAM_VISITOR", key=f"{caller.widget.pk}|{caller.claims.principal}")
+        return session, caller.claims.expires_at, stream_keys(
+            widget_id=caller.widget.pk, principal=caller.claims.principal, ip=client_ip(request.META))
+
+    def run_and_release():
+        try:
+            return run()
+        finally:
+            db_release()  # the stream may stay open for hours: no connection held
+
+    session, expires_at, keys = await sync_to_async(run_and_release)()
+    taken = stream_slot_take(keys)  # 429 too_many_streams when the visitor, address or widget is full
+    events = live.session_events_stream(session_id=session.pk, last_event_id=last_event_id, until=expires_at,
+                                        expired_message=TOKEN_EXPIRED_MESSAGE)
+    return sse_response(held_while_streaming(events, taken), keepalive=conf.sse_keepalive_seconds())
+
+
+widget_stream = plain_view(_widget_stream, methods=("GET",), schema_view=WidgetStreamApi,
+                           renders=("application/json", "text/event-stream"),
+                           options=lambda request: cors_preflight(request, "GET, OPTIONS"), finalize=cors_finalize)
 
 
 # --- events ------------------------------------------------------------------------------------

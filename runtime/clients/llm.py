@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import openai
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from runtime.clients import compat
@@ -118,24 +119,116 @@ class LLMProvider:
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class ModelConnections:
+    """The cap on model requests in flight on one event loop: one HTTP connection each.
+
+    `LLM_MAX_CONNECTIONS` requests stream at once (the httpx pool has the same size); the next one
+    waits at most `LLM_CONNECTION_WAIT_SECONDS` for a slot, then fails with LLMError `model_busy`
+    (retryable; 503 with Retry-After on the JSON APIs) instead of waiting silently.
+    `model_connections_state()` shows the numbers (runtime.health, /readyz detail).
+    """
+
+    refused_total = 0
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self.waiting = 0
+        self.refused = 0
+        self._free = asyncio.Semaphore(limit)
+
+    async def acquire(self, wait_seconds: float) -> None:
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._free.acquire(), timeout=wait_seconds)
+        except TimeoutError:
+            self.refused += 1
+            ModelConnections.refused_total += 1  # every loop's, since the process started
+            logger.warning("model connections: all %d in use; a request waited %.1fs and was refused (model_busy)",
+                           self.limit, wait_seconds)
+            raise LLMError("model_busy", MODEL_BUSY_MESSAGE, retryable=True) from None
+        finally:
+            self.waiting -= 1
+        self.in_use += 1
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._free.release()
+
+
+MODEL_BUSY_MESSAGE = "The language model is busy right now; try again shortly."  # Korean: mejai.error_messages
+_connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> ModelConnections
+
+
+def model_connections_for_loop() -> ModelConnections:
+    loop = asyncio.get_running_loop()
+    slots = _connections.get(loop)
+    if slots is None or slots.limit != settings.LLM_MAX_CONNECTIONS and slots.in_use == 0 and slots.waiting == 0:
+        slots = _connections[loop] = ModelConnections(settings.LLM_MAX_CONNECTIONS)
+    return slots
+
+
+def model_connections_state() -> dict:
+    """{"limit", "in_use", "waiting", "refused_total", "wait_seconds"} summed over this process's
+    event loops (the server's one, plus short-lived ones of sync callers)."""
+    state = {"limit": settings.LLM_MAX_CONNECTIONS, "in_use": 0, "waiting": 0,
+             "refused_total": ModelConnections.refused_total,
+             "wait_seconds": settings.LLM_CONNECTION_WAIT_SECONDS}
+    for loop, slots in list(_connections.items()):
+        if loop.is_closed():
+            continue  # a sync caller's loop, gone (its entry leaves with the loop object)
+        state["in_use"] += slots.in_use
+        state["waiting"] += slots.waiting
+    return state
+
+
 def _client_for_loop() -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
-    key = (settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, settings.LLM_READ_TIMEOUT)
+    key = (settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, settings.LLM_READ_TIMEOUT, settings.LLM_MAX_CONNECTIONS)
     cached = _clients.get(loop)
     if cached and cached[0] == key:
         return cached[1]
+    limit = settings.LLM_MAX_CONNECTIONS
     client = openai.AsyncOpenAI(
         api_key=settings.OPENAI_API_KEY or "not-needed",
         base_url=settings.OPENAI_BASE_URL or None,
         max_retries=settings.LLM_MAX_RETRIES,  # the SDK retries 408/409/429/5xx and connection errors
         timeout=httpx.Timeout(settings.LLM_READ_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
         http_client=httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # The same size as ModelConnections: a request that holds a slot never waits for the pool.
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 50)),
             timeout=httpx.Timeout(settings.LLM_READ_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
         ),
     )
     _clients[loop] = (key, client)
     return client
+
+
+async def loop_client_close() -> None:
+    """Close this event loop's SDK client (its HTTP connections): for short-lived loops, see complete_sync."""
+    loop = asyncio.get_running_loop()
+    cached = _clients.pop(loop, None)
+    if cached is not None:
+        await cached[1].close()
+
+
+def complete_sync(provider: LLMProvider, request: LLMRequest) -> tuple[str, list[ToolCall], Usage | None]:
+    """`provider.complete(request)` for sync code (Celery jobs, commands).
+
+    async_to_sync runs it on a new event loop each time when the caller has none; the SDK client
+    made for that loop is closed before the loop goes, so no HTTP connection outlives the call
+    (one leaked per job before). On a loop that already had a client (a server's), it stays.
+    """
+
+    async def run():
+        had_client = asyncio.get_running_loop() in _clients
+        try:
+            return await provider.complete(request)
+        finally:
+            if not had_client:
+                await loop_client_close()
+
+    return async_to_sync(run)()
 
 
 class OpenAICompatibleProvider(LLMProvider):
@@ -158,6 +251,17 @@ class OpenAICompatibleProvider(LLMProvider):
         tool_names = frozenset(
             t["function"]["name"] for t in request.tools or [] if isinstance(t.get("function"), dict) and t["function"].get("name")
         )
+        slots = model_connections_for_loop()
+        await slots.acquire(settings.LLM_CONNECTION_WAIT_SECONDS)
+        try:
+            # aclosing: a consumer that stops early (client gone) closes the upstream response now.
+            async with contextlib.aclosing(self._stream(client, base_url, policy, tool_names, request)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            slots.release()
+
+    async def _stream(self, client, base_url, policy, tool_names, request) -> AsyncIterator[LLMStreamEvent]:
         retries = 0
         while True:
             body = compat.request_body(
