@@ -90,3 +90,14 @@ def test_an_operator_sees_only_their_organizations_conversations(client, organiz
     assert other.status_code in (302, 404) and "GLOBEX" not in other.content.decode()
     searched = client.get(reverse("admin:runtime_conversation_changelist"), {"q": "비밀"}).content.decode()
     assert "GLOBEX 비밀 문의" not in searched and 'id="result_list"' not in searched
+
+
+@pytest.mark.parametrize("query", [
+    {"last_activity_at__year": "99999999999"},  # past the calendar: OverflowError inside Django's ChangeList
+    {"last_activity_at__year": "2026", "last_activity_at__month": "99999999999999999999"},
+])
+def test_a_date_past_the_calendar_is_refused_like_any_bad_filter(admin_client, organization, query):
+    conversation(organization, texts=[("문의", "네")])
+    response = admin_client.get(reverse("admin:runtime_conversation_changelist"), query)
+    # Django's answer to a lookup it cannot use: back to the list with ?e=1, never a 500.
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
