@@ -164,4 +164,5 @@ def agent_try_view(request, agent_id):
         "turns": selectors.conversation_transcript(session=session) if session else [],
         "error": error,
     }
-    return TemplateResponse(request, "admin/runtime/agent/try.html", context)
+    # Refused input is a 400 with the page and its bilingual message (like the Kakao simulator).
+    return TemplateResponse(request, "admin/runtime/agent/try.html", context, status=400 if error else 200)
