@@ -138,9 +138,10 @@ def _blank_row() -> dict:
 
 def figures_compute(*, start: datetime, end: datetime, organization_ids=None) -> dict[tuple[int, str, int], dict]:
     """The roll-up figures of the turns created in [start, end), per (organization id, channel, agent id):
-    {"conversations", "messages", "tokens_in", "tokens_out", "failed", "unfinished", "failures":
+    {"conversations", "messages", "tokens_in", "tokens_out", "failed", "unfinished" (turns not finished and
+    callbacks not yet delivered or given up), "failures":
     {code: n}, "latency_histogram": {lower ms: n}, "callbacks_delivered", "callbacks_failed"}.
-    Four grouped queries, each bounded by `created_at` (or the callbacks' `received_at`)."""
+    Five grouped queries, each bounded by `created_at` (or the callbacks' `received_at`)."""
     from kakao.models import CallbackTask
     from runtime.models import Turn
 
@@ -180,6 +181,12 @@ def figures_compute(*, start: datetime, end: datetime, organization_ids=None) ->
         row = rows.setdefault((r["organization_id"], r["turn__session__channel"], r["turn__session__agent_id"]),
                               _blank_row())
         row["callbacks_delivered"], row["callbacks_failed"] = r["delivered"], r["failed"]
+    # A callback still being posted counts as unfinished, so its day is rolled up again once it is delivered
+    # or given up (the turn may have finished, and the day been rolled up, before the post ended).
+    for r in tasks.exclude(status__in=finished).values(*task_keys).annotate(n=Count("pk")).order_by():
+        row = rows.setdefault((r["organization_id"], r["turn__session__channel"], r["turn__session__agent_id"]),
+                              _blank_row())
+        row["unfinished"] += r["n"]
     return rows
 
 
@@ -208,7 +215,7 @@ def rollup_day(day: date) -> int:
 
 def days_pending(*, today: date, days: int = DAYS) -> list[date]:
     """The closed days of the `days`-day window ending today that the roll-up lacks or holds stale:
-    never rolled up, a turn finished since (changed_at), or turns were still open when it was."""
+    never rolled up, a turn finished since (changed_at), or turns or Kakao callbacks were still open when it was."""
     from runtime.models import DailyStatDay
 
     first = today - timedelta(days=days - 1)

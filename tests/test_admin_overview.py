@@ -244,3 +244,20 @@ def test_the_backfill_command_and_the_periodic_job(organization, settings):
     assert "rolled up 59 days (2 rows)" in out.getvalue().splitlines()[-1]
     DailyStatDay.objects.filter(day=timezone.localdate() - timedelta(days=3)).delete()
     assert overview_rollup_task.apply().get() == [(timezone.localdate() - timedelta(days=3)).isoformat()]
+
+
+def test_a_callback_still_being_posted_keeps_its_day_pending_until_it_ends(organization, kakao_task_factory):
+    """The turn finished before midnight, the roll-up ran after it, the callback post ended later still:
+    the day must not be taken as final while a callback of it is pending (it would never be counted)."""
+    from mejai.overview import days_pending, rollup_pending
+
+    task = kakao_task_factory(organization=organization, status="processing")
+    Turn.objects.filter(pk=task.turn_id).update(status="completed", created_at=task.received_at - timedelta(days=2))
+    CallbackTask.objects.filter(pk=task.pk).update(received_at=task.received_at - timedelta(days=2))
+    today = timezone.localdate()
+    day = today - timedelta(days=2)
+    assert day in rollup_pending(today=today) and day in days_pending(today=today)  # the post has not ended
+    CallbackTask.objects.filter(pk=task.pk).update(status="completed")
+    assert day in rollup_pending(today=today) and day not in days_pending(today=today)
+    [mine] = overview_build(organizations=[organization])
+    assert (mine.kakao_delivered, mine.kakao_finished) == (1, 1)
