@@ -67,3 +67,13 @@ def test_the_banner_follows_the_public_base_url(settings, tmp_path):
     text = banner(settings, tmp_path)
     assert "http://localhost:8001/admin/" in text and "http://localhost:8001/widget.js" in text
     assert "localhost:8000" not in text
+
+
+def test_the_banner_offers_no_kakao_try_for_a_deactivated_demo_bot(settings, tmp_path):
+    from kakao.models import KakaoBot
+
+    assert "/kakao/skill -H" in banner(settings, tmp_path)
+    KakaoBot.objects.update(is_active=False)  # the operator turned it off in admin
+    text = banner(settings, tmp_path)
+    assert "/kakao/skill -H" not in text and "deactivated" in line(text, "Kakao:")
+    assert not KakaoBot.objects.filter(is_active=True).exists()  # the banner reports, it does not undo
