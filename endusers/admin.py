@@ -133,6 +133,9 @@ class IdentityAdmin(OrganizationScopedAdmin):
     readonly_fields = ["organization", "end_user", "kind", "value", "created_at", "last_seen_at"]
     list_select_related = ["end_user", "organization"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
     @admin.display(description="value")
     def value_masked(self, obj):
         return mask_identity(kind=obj.kind, value=obj.value)
@@ -178,6 +181,9 @@ class EndUserSessionAdmin(OrganizationScopedAdmin):
     readonly_fields = ["organization", "end_user", "session", "channel", "message_count", "first_seen_at", "last_seen_at"]
     list_select_related = ["end_user"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
 
 @admin.register(EndUserMessage)
 class EndUserMessageAdmin(OrganizationScopedAdmin):
@@ -185,6 +191,9 @@ class EndUserMessageAdmin(OrganizationScopedAdmin):
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
     list_select_related = ["end_user", "turn"]
+
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
 
     @admin.display(description="message")
     def message_text(self, obj):
