@@ -187,13 +187,22 @@ class EndUserSessionAdmin(OrganizationScopedAdmin):
 
 @admin.register(EndUserMessage)
 class EndUserMessageAdmin(OrganizationScopedAdmin):
-    list_display = ["created_at", "end_user", "channel", "message_text", "reply_text"]
+    list_display = ["created_at", "end_user", "channel_label", "message_text", "reply_text"]
     list_filter = ["channel"]
     readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
     list_select_related = ["end_user", "turn"]
 
     def has_add_permission(self, request, *args):
         return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
+    @admin.display(description="channel", ordering="channel")
+    def channel_label(self, obj):
+        """The channel's label ("카카오"), not its stored value ("kakao")."""
+        from django.utils.translation import gettext
+
+        from runtime.models import Channel
+
+        return gettext(Channel(obj.channel).label) if obj.channel in Channel.values else obj.channel
 
     @admin.display(description="message")
     def message_text(self, obj):

@@ -77,6 +77,13 @@ def test_end_user_timeline_shows_message_text(admin_client, organization, agent,
     assert EndUserMessage.objects.count() == 1
     page = admin_client.get(reverse("admin:endusers_endusermessage_changelist")).content.decode()
     assert "주문 취소하고 싶어요" in page and "turn 1 of" not in page
+    # Korean labels for the person without a name and the channel, not "end user #3" and "api".
+    assert f"고객 #{person.pk}" in page and "end user #" not in page
+    assert '<td class="field-channel_label">API</td>' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        turn_run(organization=organization, agent=agent, channel="kakao", text="카카오에서 왔어요", end_user=person)
+    page = admin_client.get(reverse("admin:endusers_endusermessage_changelist")).content.decode()
+    assert '<td class="field-channel_label">카카오</td>' in page
 
 
 def test_an_operator_sees_only_their_organizations_conversations(client, organization, other_organization, staff):
