@@ -189,7 +189,8 @@ class EndUserSessionAdmin(OrganizationScopedAdmin):
 class EndUserMessageAdmin(OrganizationScopedAdmin):
     list_display = ["created_at", "end_user", "channel_label", "message_text", "reply_text"]
     list_filter = ["channel"]
-    readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
+    # The entry's page shows the texts (linked to their place in the transcript), not "turn 2 of <uuid>".
+    fields = readonly_fields = ["organization", "end_user", "created_at", "channel_label", "message_text", "reply_text"]
     list_select_related = ["end_user", "turn"]
 
     def has_add_permission(self, request, *args):

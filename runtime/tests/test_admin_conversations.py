@@ -84,6 +84,9 @@ def test_end_user_timeline_shows_message_text(admin_client, organization, agent,
         turn_run(organization=organization, agent=agent, channel="kakao", text="카카오에서 왔어요", end_user=person)
     page = admin_client.get(reverse("admin:endusers_endusermessage_changelist")).content.decode()
     assert '<td class="field-channel_label">카카오</td>' in page
+    entry = EndUserMessage.objects.order_by("pk").first()
+    detail = admin_client.get(reverse("admin:endusers_endusermessage_change", args=[entry.pk])).content.decode()
+    assert "주문 취소하고 싶어요" in detail and " of " not in detail.split('id="content"')[1].split("</main>")[0]
 
 
 def test_an_operator_sees_only_their_organizations_conversations(client, organization, other_organization, staff):
