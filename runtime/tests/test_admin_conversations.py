@@ -61,6 +61,8 @@ def test_transcript_reads_like_a_chat_and_is_read_only(admin_client, organizatio
     for text in ("배송 언제 와요?", "내일 도착해요.", "gpt-test", "12/34", "980 ms", "llm_timeout", "m***@example.com"):
         assert text in page, text
     assert "minsu@example.com" not in page  # identities are masked like every other list
+    # The stored (English) error reads Korean first, like every message an operator sees.
+    assert "(The language model did not answer in time.)" in page.split("llm_timeout", 2)[-1].split("</div>")[0]
     assert "<select" not in page.split('id="content-main"')[1] and 'name="_save"' not in page and "deletelink" not in page
     assert admin_client.post(reverse("admin:runtime_conversation_change", args=[session.pk]), {}).status_code in (403, 405, 200)
     assert Session.objects.filter(pk=session.pk).exists()
