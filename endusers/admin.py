@@ -133,6 +133,9 @@ class IdentityAdmin(OrganizationScopedAdmin):
     readonly_fields = ["organization", "end_user", "kind", "value", "created_at", "last_seen_at"]
     list_select_related = ["end_user", "organization"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
     @admin.display(description="value")
     def value_masked(self, obj):
         return mask_identity(kind=obj.kind, value=obj.value)
@@ -178,13 +181,29 @@ class EndUserSessionAdmin(OrganizationScopedAdmin):
     readonly_fields = ["organization", "end_user", "session", "channel", "message_count", "first_seen_at", "last_seen_at"]
     list_select_related = ["end_user"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
 
 @admin.register(EndUserMessage)
 class EndUserMessageAdmin(OrganizationScopedAdmin):
-    list_display = ["created_at", "end_user", "channel", "message_text", "reply_text"]
+    list_display = ["created_at", "end_user", "channel_label", "message_text", "reply_text"]
     list_filter = ["channel"]
-    readonly_fields = ["organization", "end_user", "session", "turn", "channel", "created_at"]
+    # The entry's page shows the texts (linked to their place in the transcript), not "turn 2 of <uuid>".
+    fields = readonly_fields = ["organization", "end_user", "created_at", "channel_label", "message_text", "reply_text"]
     list_select_related = ["end_user", "turn"]
+
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
+    @admin.display(description="channel", ordering="channel")
+    def channel_label(self, obj):
+        """The channel's label ("카카오"), not its stored value ("kakao")."""
+        from django.utils.translation import gettext
+
+        from runtime.models import Channel
+
+        return gettext(Channel(obj.channel).label) if obj.channel in Channel.values else obj.channel
 
     @admin.display(description="message")
     def message_text(self, obj):

@@ -13,13 +13,12 @@ ORG_MEMORY = "배송은 평균 2일 걸리며, 제주·도서 지역은 하루 �
 
 
 def demo_setup(*, organization, agent) -> list[str]:
-    person, _ = contact_upsert(organization=organization, external_id="demo-customer-1", email="minsu@example.com")
-    if not person.profile.get("name"):
+    person, created = contact_upsert(organization=organization, external_id="demo-customer-1",
+                                     email="minsu@example.com")
+    if created:
+        # Only for a new customer: what was forgotten since (/forget, an operator's delete) stays forgotten.
         profile_name_set(end_user=person, name="민수")
-    active = set(Memory.objects.filter(end_user=person, deleted_at__isnull=True, superseded_by__isnull=True)
-                 .values_list("text", flat=True))
-    for text, kind in DEMO_MEMORIES:
-        if text not in active:
+        for text, kind in DEMO_MEMORIES:
             memory_add(end_user=person, text=text, kind=kind, source=Memory.Source.ADMIN, actor="demo_setup")
     if not Memory.objects.filter(organization=organization, end_user__isnull=True, text=ORG_MEMORY).exists():
         memory_add(organization=organization, text=ORG_MEMORY, source=Memory.Source.ADMIN, actor="demo_setup",

@@ -28,7 +28,9 @@ class EndUser(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.display_name or f"end user #{self.pk}"
+        from django.utils.translation import gettext
+
+        return self.display_name or gettext("end user #%(id)s") % {"id": self.pk}
 
 
 class Identity(models.Model):

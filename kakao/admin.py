@@ -69,6 +69,9 @@ class KakaoUserAdmin(OrganizationScopedAdmin):
                        "last_seen_at"]
     list_select_related = ["bot", "end_user"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
     @admin.display(description="user key")
     def short_key(self, obj):
         return f"{obj.user_key[:16]}…" if len(obj.user_key) > 16 else obj.user_key

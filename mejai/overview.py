@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import Least
@@ -138,9 +139,10 @@ def _blank_row() -> dict:
 
 def figures_compute(*, start: datetime, end: datetime, organization_ids=None) -> dict[tuple[int, str, int], dict]:
     """The roll-up figures of the turns created in [start, end), per (organization id, channel, agent id):
-    {"conversations", "messages", "tokens_in", "tokens_out", "failed", "unfinished", "failures":
+    {"conversations", "messages", "tokens_in", "tokens_out", "failed", "unfinished" (turns not finished and
+    callbacks not yet delivered or given up), "failures":
     {code: n}, "latency_histogram": {lower ms: n}, "callbacks_delivered", "callbacks_failed"}.
-    Four grouped queries, each bounded by `created_at` (or the callbacks' `received_at`)."""
+    Five grouped queries, each bounded by `created_at` (or the callbacks' `received_at`)."""
     from kakao.models import CallbackTask
     from runtime.models import Turn
 
@@ -152,6 +154,9 @@ def figures_compute(*, start: datetime, end: datetime, organization_ids=None) ->
         turns = turns.filter(session__organization_id__in=organization_ids)
         tasks = tasks.filter(organization_id__in=organization_ids)
     keys = ("session__organization_id", "session__channel", "session__agent_id")
+    # A turn left open longer than RUNTIME_TURN_STALE_SECONDS is abandoned (its process died): it keeps
+    # no day pending (it may never finish), and the stale-turn rule marks its day changed if it fails it.
+    stale_before = timezone.now() - timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
     rows: dict[tuple[int, str, int], dict] = {}
 
     def row_of(r, prefix="session__") -> dict:
@@ -162,7 +167,7 @@ def figures_compute(*, start: datetime, end: datetime, organization_ids=None) ->
             messages=Count("pk"), conversations=Count("pk", filter=Q(seq=1)),
             tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"),
             failed=Count("pk", filter=Q(status=Turn.Status.FAILED)),
-            unfinished=Count("pk", filter=~Q(status__in=Turn.FINISHED))).order_by():
+            unfinished=Count("pk", filter=~Q(status__in=Turn.FINISHED) & Q(updated_at__gte=stale_before))).order_by():
         row = row_of(r)
         for name in ("messages", "conversations", "failed", "unfinished"):
             row[name] = r[name]
@@ -180,6 +185,12 @@ def figures_compute(*, start: datetime, end: datetime, organization_ids=None) ->
         row = rows.setdefault((r["organization_id"], r["turn__session__channel"], r["turn__session__agent_id"]),
                               _blank_row())
         row["callbacks_delivered"], row["callbacks_failed"] = r["delivered"], r["failed"]
+    # A callback still being posted counts as unfinished, so its day is rolled up again once it is delivered
+    # or given up (the turn may have finished, and the day been rolled up, before the post ended).
+    for r in tasks.exclude(status__in=finished).values(*task_keys).annotate(n=Count("pk")).order_by():
+        row = rows.setdefault((r["organization_id"], r["turn__session__channel"], r["turn__session__agent_id"]),
+                              _blank_row())
+        row["unfinished"] += r["n"]
     return rows
 
 
@@ -208,7 +219,7 @@ def rollup_day(day: date) -> int:
 
 def days_pending(*, today: date, days: int = DAYS) -> list[date]:
     """The closed days of the `days`-day window ending today that the roll-up lacks or holds stale:
-    never rolled up, a turn finished since (changed_at), or turns were still open when it was."""
+    never rolled up, a turn finished since (changed_at), or turns or Kakao callbacks were still open when it was."""
     from runtime.models import DailyStatDay
 
     first = today - timedelta(days=days - 1)
@@ -228,14 +239,20 @@ def rollup_pending(*, today: date | None = None, days: int = DAYS) -> list[date]
 def day_changed(*, turn) -> None:
     """turn_finished receiver's work: a turn of an already closed day finished, so that day's roll-up
     (if any) is stale. Nothing for today's turns (today is always computed live)."""
+    created = getattr(turn, "created_at", None)
+    if created is not None:
+        days_changed(created=[created])
+
+
+def days_changed(*, created) -> None:
+    """Turns created at these times (aware datetimes) changed: mark their closed days' roll-up stale."""
     from runtime.models import DailyStatDay
 
-    created = getattr(turn, "created_at", None)
-    if created is None:
-        return
-    day = timezone.localdate(created)
-    if day < timezone.localdate():
-        DailyStatDay.objects.filter(day=day).update(changed_at=timezone.now())
+    today = timezone.localdate()
+    days = {timezone.localdate(at) for at in created} - {today}
+    days = [day for day in days if day < today]
+    if days:
+        DailyStatDay.objects.filter(day__in=days).update(changed_at=timezone.now())
 
 
 # --- the overview --------------------------------------------------------------------------------

@@ -223,4 +223,8 @@ class TurnAdmin(OrganizationScopedAdmin):
     readonly_fields = [f.name for f in Turn._meta.fields]
     search_fields = ["client_message_id"]
 
+    def has_add_permission(self, request, *args):
+        return False  # rows the pipeline writes: their identifying fields are read-only, a hand-made one cannot be saved
+
+
 from runtime import admin_conversations  # noqa: E402,F401  (the conversations list and transcript)

@@ -21,6 +21,16 @@ def _preview(text: str | None, limit: int = 60) -> str:
     return truncatechars(text_mask(" ".join((text or "").split())), limit) if text else "—"
 
 
+def _transcript(session) -> list:
+    """The session's turns for a page, each with `error_text`: its stored error as "한국어 (English)"."""
+    from mejai.error_messages import message_bilingual
+
+    turns = selectors.conversation_transcript(session=session)
+    for turn in turns:
+        turn.error_text = message_bilingual(turn.error_code, turn.error) if turn.error else ""
+    return turns
+
+
 @admin.register(Conversation)
 class ConversationAdmin(OrganizationScopedAdmin):
     list_display = ["started", "channel_label", "end_user_label", "first_message", "last_message", "turns",
@@ -107,7 +117,7 @@ class ConversationAdmin(OrganizationScopedAdmin):
             "title": _("Conversation"),
             "subtitle": f"{session.get_channel_display()} · {timezone.localtime(session.created_at):%Y-%m-%d %H:%M}",
             "session": session,
-            "turns": selectors.conversation_transcript(session=session),
+            "turns": _transcript(session),
             "identities": identities,
             "end_user_url": reverse("admin:endusers_enduser_change", args=[session.end_user_id])
             if session.end_user_id else "",
@@ -161,7 +171,8 @@ def agent_try_view(request, agent_id):
         "title": _("Test this agent"),
         "subtitle": agent.name,
         "agent": agent,
-        "turns": selectors.conversation_transcript(session=session) if session else [],
+        "turns": _transcript(session) if session else [],
         "error": error,
     }
-    return TemplateResponse(request, "admin/runtime/agent/try.html", context)
+    # Refused input is a 400 with the page and its bilingual message (like the Kakao simulator).
+    return TemplateResponse(request, "admin/runtime/agent/try.html", context, status=400 if error else 200)

@@ -25,6 +25,7 @@ from functools import cache
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import NotRelationField, get_fields_from_path
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.contrib.auth import get_user_model
@@ -216,6 +217,15 @@ class OrganizationScopedAdmin(OrganizationScopedMixin, admin.ModelAdmin):
                     entry = (entry, admin.RelatedOnlyFieldListFilter)
             filters.append(entry)
         return filters
+
+    def get_changelist_instance(self, request):
+        # A date_hierarchy year past the calendar (?created_at__year=99999999999) raises OverflowError
+        # inside Django's ChangeList, which only expects ValueError: refuse it like any other bad
+        # lookup (changelist_view redirects to ?e=1) instead of a 500.
+        try:
+            return super().get_changelist_instance(request)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)

@@ -319,7 +319,7 @@ class DailyStat(models.Model):
 class DailyStatDay(models.Model):
     """Which days DailyStat holds: `rolled_at` is when that day's roll-up read the turns; a turn of the
     day finishing later sets `changed_at` (turn_finished receiver), and `unfinished` counts the turns
-    still open at roll-up time. The day is rolled up again while changed_at >= rolled_at or unfinished > 0."""
+    and Kakao callbacks still open at roll-up time. The day is rolled up again while changed_at >= rolled_at or unfinished > 0."""
 
     day = models.DateField(primary_key=True)
     rolled_at = models.DateTimeField()

@@ -422,12 +422,19 @@ def _predecessors_pending(turn: Turn) -> int:
     if not pending:
         return 0
     stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
-    abandoned = earlier.filter(updated_at__lt=stale_before).update(
+    stale = earlier.filter(updated_at__lt=stale_before)
+    created = list(stale.values_list("created_at", flat=True))
+    abandoned = stale.update(
         status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."
     )
     if not abandoned:
         return pending
     logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
+    # No turn_finished for these (their process is gone): the overview's roll-up learns it here that a
+    # closed day's turns changed (the roll-up leaves abandoned turns out of its "unfinished").
+    from mejai.overview import days_changed
+
+    days_changed(created=created)
     return earlier.count()
 
 

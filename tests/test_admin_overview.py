@@ -244,3 +244,42 @@ def test_the_backfill_command_and_the_periodic_job(organization, settings):
     assert "rolled up 59 days (2 rows)" in out.getvalue().splitlines()[-1]
     DailyStatDay.objects.filter(day=timezone.localdate() - timedelta(days=3)).delete()
     assert overview_rollup_task.apply().get() == [(timezone.localdate() - timedelta(days=3)).isoformat()]
+
+
+def test_a_callback_still_being_posted_keeps_its_day_pending_until_it_ends(organization, kakao_task_factory):
+    """The turn finished before midnight, the roll-up ran after it, the callback post ended later still:
+    the day must not be taken as final while a callback of it is pending (it would never be counted)."""
+    from mejai.overview import days_pending, rollup_pending
+
+    task = kakao_task_factory(organization=organization, status="processing")
+    Turn.objects.filter(pk=task.turn_id).update(status="completed", created_at=task.received_at - timedelta(days=2))
+    CallbackTask.objects.filter(pk=task.pk).update(received_at=task.received_at - timedelta(days=2))
+    today = timezone.localdate()
+    day = today - timedelta(days=2)
+    assert day in rollup_pending(today=today) and day in days_pending(today=today)  # the post has not ended
+    CallbackTask.objects.filter(pk=task.pk).update(status="completed")
+    assert day in rollup_pending(today=today) and day not in days_pending(today=today)
+    [mine] = overview_build(organizations=[organization])
+    assert (mine.kakao_delivered, mine.kakao_finished) == (1, 1)
+
+
+def test_an_abandoned_turn_does_not_keep_its_day_pending_and_its_failure_is_counted_later(organization):
+    """A turn left streaming by a process that died never finishes: its day is rolled up once (not on
+    every run, nor computed live on every visit), and when the stale-turn rule fails it, the day again."""
+    from mejai.overview import days_pending, rollup_pending
+    from runtime.services import _predecessors_pending
+
+    session = seed(organization, turns=[("streaming", None, "")], days_ago=3)
+    Turn.objects.filter(session=session).update(updated_at=timezone.now() - timedelta(days=3))
+    today = timezone.localdate()
+    day = today - timedelta(days=3)
+    assert day in rollup_pending(today=today) and day not in days_pending(today=today)
+    # The customer writes again: the stale-turn rule fails the abandoned turn, and its day rolls up again.
+    later = Turn.objects.create(session=session, seq=2, user_text="여보세요?")
+    assert _predecessors_pending(later) == 0
+    assert day in days_pending(today=today)
+    [mine] = overview_build(organizations=[organization])
+    assert mine.failures == [{"code": "abandoned", "count": 1}]
+    assert day in rollup_pending(today=today) and day not in days_pending(today=today)
+    [mine] = overview_build(organizations=[organization])
+    assert mine.failures == [{"code": "abandoned", "count": 1}]

@@ -45,8 +45,9 @@ def test_try_an_agent_from_its_admin_page(client, organization, agent, operator,
 
 def test_an_empty_message_shows_the_error_and_stores_nothing(client, organization, agent, operator, offline_llm):
     client.force_login(operator(organization))
-    page = client.post(f"/admin/runtime/agent/{agent.pk}/try/", {"message": "   "}).content.decode()
-    assert "errornote" in page and "(" in page
+    response = client.post(f"/admin/runtime/agent/{agent.pk}/try/", {"message": "   "})
+    page = response.content.decode()
+    assert response.status_code == 400 and "errornote" in page and "(" in page
     assert not Turn.objects.exists()
 
 

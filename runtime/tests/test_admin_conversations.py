@@ -61,6 +61,8 @@ def test_transcript_reads_like_a_chat_and_is_read_only(admin_client, organizatio
     for text in ("배송 언제 와요?", "내일 도착해요.", "gpt-test", "12/34", "980 ms", "llm_timeout", "m***@example.com"):
         assert text in page, text
     assert "minsu@example.com" not in page  # identities are masked like every other list
+    # The stored (English) error reads Korean first, like every message an operator sees.
+    assert "(The language model did not answer in time.)" in page.split("llm_timeout", 2)[-1].split("</div>")[0]
     assert "<select" not in page.split('id="content-main"')[1] and 'name="_save"' not in page and "deletelink" not in page
     assert admin_client.post(reverse("admin:runtime_conversation_change", args=[session.pk]), {}).status_code in (403, 405, 200)
     assert Session.objects.filter(pk=session.pk).exists()
@@ -77,6 +79,16 @@ def test_end_user_timeline_shows_message_text(admin_client, organization, agent,
     assert EndUserMessage.objects.count() == 1
     page = admin_client.get(reverse("admin:endusers_endusermessage_changelist")).content.decode()
     assert "주문 취소하고 싶어요" in page and "turn 1 of" not in page
+    # Korean labels for the person without a name and the channel, not "end user #3" and "api".
+    assert f"고객 #{person.pk}" in page and "end user #" not in page
+    assert '<td class="field-channel_label">API</td>' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        turn_run(organization=organization, agent=agent, channel="kakao", text="카카오에서 왔어요", end_user=person)
+    page = admin_client.get(reverse("admin:endusers_endusermessage_changelist")).content.decode()
+    assert '<td class="field-channel_label">카카오</td>' in page
+    entry = EndUserMessage.objects.order_by("pk").first()
+    detail = admin_client.get(reverse("admin:endusers_endusermessage_change", args=[entry.pk])).content.decode()
+    assert "주문 취소하고 싶어요" in detail and " of " not in detail.split('id="content"')[1].split("</main>")[0]
 
 
 def test_an_operator_sees_only_their_organizations_conversations(client, organization, other_organization, staff):
@@ -90,3 +102,14 @@ def test_an_operator_sees_only_their_organizations_conversations(client, organiz
     assert other.status_code in (302, 404) and "GLOBEX" not in other.content.decode()
     searched = client.get(reverse("admin:runtime_conversation_changelist"), {"q": "비밀"}).content.decode()
     assert "GLOBEX 비밀 문의" not in searched and 'id="result_list"' not in searched
+
+
+@pytest.mark.parametrize("query", [
+    {"last_activity_at__year": "99999999999"},  # past the calendar: OverflowError inside Django's ChangeList
+    {"last_activity_at__year": "2026", "last_activity_at__month": "99999999999999999999"},
+])
+def test_a_date_past_the_calendar_is_refused_like_any_bad_filter(admin_client, organization, query):
+    conversation(organization, texts=[("문의", "네")])
+    response = admin_client.get(reverse("admin:runtime_conversation_changelist"), query)
+    # Django's answer to a lookup it cannot use: back to the list with ?e=1, never a 500.
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")

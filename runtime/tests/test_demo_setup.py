@@ -67,3 +67,30 @@ def test_the_banner_follows_the_public_base_url(settings, tmp_path):
     text = banner(settings, tmp_path)
     assert "http://localhost:8001/admin/" in text and "http://localhost:8001/widget.js" in text
     assert "localhost:8000" not in text
+
+
+def test_the_banner_offers_no_kakao_try_for_a_deactivated_demo_bot(settings, tmp_path):
+    from kakao.models import KakaoBot
+
+    assert "/kakao/skill -H" in banner(settings, tmp_path)
+    KakaoBot.objects.update(is_active=False)  # the operator turned it off in admin
+    text = banner(settings, tmp_path)
+    assert "/kakao/skill -H" not in text and "deactivated" in line(text, "Kakao:")
+    assert not KakaoBot.objects.filter(is_active=True).exists()  # the banner reports, it does not undo
+
+
+def test_what_was_forgotten_stays_forgotten_on_the_next_run(settings, tmp_path):
+    """/forget (or an operator's delete) of the demo customer's name and memories is not undone by make run."""
+    from endusers.models import Identity, Memory
+    from endusers.services import memory_delete
+
+    banner(settings, tmp_path)
+    person = Identity.objects.get(kind="external_id", value="demo-customer-1").end_user
+    for memory in Memory.objects.filter(end_user=person, deleted_at__isnull=True):
+        memory_delete(memory=memory, actor="test")
+    person.refresh_from_db()
+    person.profile = {k: v for k, v in person.profile.items() if k != "name"}
+    person.save()
+    text = banner(settings, tmp_path)
+    assert "with 0 memories" in line(text, "customer:") and "민수" not in line(text, "customer:")
+    assert not Memory.objects.filter(end_user=person, deleted_at__isnull=True).exists()
