@@ -9,9 +9,13 @@ no Django middleware: it is answered on the event loop.
 
 Endpoint classes (`endpoint_class`), each with its own limit in `ADMISSION_LIMITS`:
 
-* `runtime_chat` — POST /api/runtime/chat (JSON turns and SSE streams while they stream);
+* `runtime_chat` — POST /api/runtime/chat answered as JSON (the request holds its thread until answered);
+* `runtime_stream` — the same asked as SSE (`Accept: text/event-stream` or `?stream=1`): a stream
+  gives its thread back once it streams (mejai.concurrency.request_thread_release), so its limit is
+  the model connections it will wait on (LLM_MAX_CONNECTIONS), not threads;
 * `widget_chat` — /api/widget/chat;
-* `widget_stream` — /api/widget/stream (a visitor's long-lived live stream);
+* `widget_stream` — /api/widget/stream (a visitor's long-lived live stream: no thread, ~47 KiB each;
+  file descriptors are its real bound);
 * `other` — everything else, pages and REST APIs;
 * not limited here: /healthz and /readyz (health must answer under load) and /kakao/ (Kakao needs a
   valid skill response, never a 503: kakao sheds itself, asking `overloaded()` below).
@@ -32,9 +36,9 @@ from collections import deque
 
 from django.conf import settings
 
-CLASSES = ("runtime_chat", "widget_chat", "widget_stream", "other")
-DEFAULT_LIMITS = {"runtime_chat": 48, "widget_chat": 48, "widget_stream": 300, "other": 32}
-DEFAULT_QUEUE = {"runtime_chat": 96, "widget_chat": 96, "widget_stream": 0, "other": 64}
+CLASSES = ("runtime_chat", "runtime_stream", "widget_chat", "widget_stream", "other")
+DEFAULT_LIMITS = {"runtime_chat": 48, "runtime_stream": 200, "widget_chat": 48, "widget_stream": 10000, "other": 32}
+DEFAULT_QUEUE = {"runtime_chat": 96, "runtime_stream": 0, "widget_chat": 96, "widget_stream": 0, "other": 64}
 
 _lock = threading.Lock()
 _inflight: dict[str, int] = dict.fromkeys(CLASSES, 0)
@@ -44,12 +48,25 @@ _queued_peak: dict[str, int] = dict.fromkeys(CLASSES, 0)
 _EXEMPT_PREFIXES = ("/kakao/", "/healthz", "/readyz")
 
 
-def endpoint_class(path: str) -> str | None:
+def _asks_for_stream(scope: dict) -> bool:
+    """The runtime API's own rule (runtime.http.stream_requested): `?stream=1|true` or an Accept of event-stream."""
+    query = (scope.get("query_string") or b"").decode("latin-1")
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "stream" and value in ("1", "true"):
+            return True
+    for key, value in scope.get("headers") or ():
+        if key == b"accept" and b"text/event-stream" in value:
+            return True
+    return False
+
+
+def endpoint_class(path: str, scope: dict | None = None) -> str | None:
     """The class a request path is counted in, or None when admission does not apply to it."""
     if path.startswith(_EXEMPT_PREFIXES):
         return None
     if path.startswith("/api/runtime/chat"):
-        return "runtime_chat"
+        return "runtime_stream" if scope is not None and _asks_for_stream(scope) else "runtime_chat"
     if path.startswith("/api/widget/chat"):
         return "widget_chat"
     if path.startswith("/api/widget/stream") and not path.startswith("/api/widget/stream-ticket"):
@@ -203,7 +220,7 @@ class Admission:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        name = endpoint_class(scope.get("path", ""))
+        name = endpoint_class(scope.get("path", ""), scope)
         if name is None:
             return await self.app(scope, receive, send)
         if not await _enter(name):

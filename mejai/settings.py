@@ -81,13 +81,16 @@ MIDDLEWARE = [
 # In-flight requests per endpoint class (also the bound on request threads); < 0 = unlimited.
 ADMISSION_LIMITS = {
     "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT", 48),
+    # SSE turns and live streams hold no thread once they stream: model connections and file descriptors bound them.
+    "runtime_stream": env_int("ADMISSION_RUNTIME_STREAM", 200),
     "widget_chat": env_int("ADMISSION_WIDGET_CHAT", 48),
-    "widget_stream": env_int("ADMISSION_WIDGET_STREAM", 300),
+    "widget_stream": env_int("ADMISSION_WIDGET_STREAM", 10000),
     "other": env_int("ADMISSION_OTHER", 32),
 }
 # Past the limit, up to this many wait (on the event loop: no thread) at most ADMISSION_WAIT_SECONDS.
 ADMISSION_QUEUE = {
     "runtime_chat": env_int("ADMISSION_RUNTIME_CHAT_QUEUE", 96, minimum=0),
+    "runtime_stream": env_int("ADMISSION_RUNTIME_STREAM_QUEUE", 0, minimum=0),
     "widget_chat": env_int("ADMISSION_WIDGET_CHAT_QUEUE", 96, minimum=0),
     "widget_stream": env_int("ADMISSION_WIDGET_STREAM_QUEUE", 0, minimum=0),
     "other": env_int("ADMISSION_OTHER_QUEUE", 64, minimum=0),

@@ -29,6 +29,7 @@ def _threads_settle(at_most: int) -> int:
 
 def test_open_sse_streams_do_not_hold_a_thread_each(live_server_asgi, api_key, fake_llm, settings):
     settings.LLM_MAX_CONNECTIONS = MANY + 10
+    settings.ADMISSION_LIMITS = {**settings.ADMISSION_LIMITS, "runtime_stream": MANY + 10}
     settings.LLM_CONNECTION_WAIT_SECONDS = 30
     settings.LLM_READ_TIMEOUT = 120
     fake_llm.config.ttft = 60  # every stream stays open, waiting for its first token
@@ -49,9 +50,17 @@ def test_open_sse_streams_do_not_hold_a_thread_each(live_server_asgi, api_key, f
                             return
 
             async def wave(start: int, end: int) -> list:
-                tasks = [asyncio.ensure_future(one(n)) for n in range(start, end)]
-                while len(fake_llm.requests) < end:  # every stream reached the model and waits on it
-                    await asyncio.sleep(0.02)
+                # Opened FEW at a time, as streams accumulate in production: 200 turns stored at the
+                # same instant would queue past the database pool's waiting limit and get 503 overloaded.
+                tasks = []
+                for first in range(start, end, FEW):
+                    last = min(first + FEW, end)
+                    tasks += [asyncio.ensure_future(one(n)) for n in range(first, last)]
+                    while len(fake_llm.requests) < last:  # every stream reached the model and waits on it
+                        failed = [t for t in tasks if t.done() and t.exception() is not None]
+                        if failed:
+                            raise failed[0].exception()
+                        await asyncio.sleep(0.02)
                 return tasks
 
             tasks = await wave(0, FEW)
