@@ -94,8 +94,7 @@ def _chat_start(raw_key: str | None, data, error: Exception | None):
     principal = api_key_principal(raw_key)
     if error is not None:
         raise error
-    turn, _ = services.api_chat_start(organization=principal.organization, data=data)
-    return turn
+    return services.api_chat_start(organization=principal.organization, data=data)
 
 
 def _bearer_key(request) -> str | None:
@@ -126,7 +125,7 @@ async def _runtime_chat(request):
     if not raw_key:
         raise exceptions.NotAuthenticated()
     # Store first, so bad input fails as JSON and the message is kept even if the LLM fails.
-    turn = await sync_to_async(_chat_start)(raw_key, data, error)
+    turn, _created = await services.turn_store_shielded(sync_to_async(_chat_start)(raw_key, data, error))
     events = services.turn_answer_stream(turn=turn, page=data.get("context") or {})
     if stream_requested(request):
         return sse_response(sse_numbered(events))

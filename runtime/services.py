@@ -404,6 +404,43 @@ def _turn_fail_unfinished(turn_id, *, intended: str | None) -> Turn | None:
     return None
 
 
+def turn_interrupt_unanswered(turn_id) -> bool:
+    """Close a stored turn whose request ended before its answer began (the client left while the
+    message was being stored or its context built): `interrupted` / `client_disconnected`, as a
+    disconnect mid-answer is. Without it the turn stayed `streaming` (stored claimed), so every
+    later message of its session and a retry of it waited for the abandoned-turn rule (180 s).
+    True when this call closed it (a turn already finished is left as it is)."""
+    now = timezone.now()
+    return bool(Turn.objects.filter(pk=turn_id).exclude(status__in=Turn.FINISHED).update(
+        status=Turn.Status.INTERRUPTED, error_code="client_disconnected", completed_at=now, updated_at=now))
+
+
+async def turn_store_shielded(store):
+    """Await `store` (an awaitable storing a message, returning (turn, created)) so that a client leaving
+    meanwhile cannot orphan what it stores: on cancellation the store still runs to its end in the
+    background and its turn is closed with turn_interrupt_unanswered; the cancellation goes on."""
+    task = asyncio.ensure_future(store)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        async def close_when_stored():
+            try:
+                stored = await task
+            except Exception:  # noqa: BLE001 - nothing stored, nothing to close
+                return
+            turn, created = stored
+            if created:  # a retry's turn belongs to the request that stored it
+                # Not thread-sensitive: the request's own thread is gone with the request.
+                await sync_to_async(released(turn_interrupt_unanswered), thread_sensitive=False)(turn.pk)
+
+        _orphans.add(orphan := asyncio.ensure_future(close_when_stored()))
+        orphan.add_done_callback(_orphans.discard)
+        raise
+
+
+_orphans: set = set()  # close_when_stored tasks, referenced until done
+
+
 ANSWER_FAILED_MESSAGE = "답변하지 못했어요. 다시 시도해 주세요. (The answer failed; please try again.)"
 STORAGE_FAILED_MESSAGE = "답변을 저장하지 못했어요. 다시 시도해 주세요. (The answer could not be stored; please try again.)"
 
@@ -601,6 +638,25 @@ def _api_chat_start_fast(*, organization: Organization, data: dict) -> tuple[Tur
 
 async def turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
     """Answer a stored turn, yielding start, delta…, then message or error."""
+    hot: turnstore.StoredTurn | None = getattr(turn, "_hot_start", None)
+    if hot is None or not hot.claimed:
+        async for event in _turn_answer_stream(turn=turn, page=page):
+            yield event
+        return
+    settled = False
+    try:
+        async for event in _turn_answer_stream(turn=turn, page=page):
+            settled = event.type in ("message", "error")  # the outcome is stored before it is sent
+            yield event
+    except (asyncio.CancelledError, GeneratorExit):
+        # Stored claimed by this request (runtime/turnstore.py): a client that left before the
+        # answer began (predecessor check, context) must not leave it `streaming`.
+        if not settled:
+            await sync_to_async(released(turn_interrupt_unanswered))(turn.id)
+        raise
+
+
+async def _turn_answer_stream(*, turn: Turn, page: dict | None = None) -> AsyncIterator[TurnEvent]:
     started = time.monotonic()
     hot: turnstore.StoredTurn | None = getattr(turn, "_hot_start", None)
     if hot is not None and hot.claimed:
@@ -705,7 +761,12 @@ def _context_build_released(*, session: Session, turn: Turn, page: dict, history
 async def _answer_llm(turn: Turn, page: dict, *, started: float, history=None):
     session = turn.session
     agent = session.agent
-    context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page, history=history)
+    try:
+        context = await sync_to_async(_context_build_released)(session=session, turn=turn, page=page, history=history)
+    except asyncio.CancelledError:
+        # The client left before the model was asked: the claimed turn must not stay `streaming`.
+        await sync_to_async(released(turn_interrupt_unanswered))(turn.id)
+        raise
     provider = provider_get()
     tools_offered = agent.tools_enabled and provider.name != "offline"
     channel_tools = tools_for(session.channel, session) if tools_offered else []

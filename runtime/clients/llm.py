@@ -140,7 +140,10 @@ class ModelConnections:
     async def acquire(self, wait_seconds: float) -> None:
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._free.acquire(), timeout=wait_seconds)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for returns a slot acquired in the same
+            # tick as a cancellation and swallows it (a client that left got its answer run anyway).
+            async with asyncio.timeout(wait_seconds):
+                await self._free.acquire()
         except TimeoutError:
             self.refused += 1
             ModelConnections.refused_total += 1  # every loop's, since the process started

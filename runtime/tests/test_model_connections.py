@@ -104,3 +104,25 @@ def test_memory_extraction_goes_through_complete_sync(fake_llm, monkeypatch):
     fake_llm.config.reply = '{"facts": []}'
     assert extraction._llm_json("system", "user") == {"facts": []}
     assert len(calls) == 1
+
+
+def test_a_waiter_cancelled_as_its_slot_frees_stays_cancelled_and_gives_the_slot_back():
+    """A client that leaves while its request waits for a model connection is cancelled even when a
+    slot frees in the same loop tick (asyncio.wait_for in 3.11 returned the acquired slot and
+    swallowed the cancellation: the answer then ran for nobody; 164 of 300 abruptly closed streams)."""
+
+    async def scenario():
+        slots = llm.ModelConnections(1)
+        await slots.acquire(5)
+        waiter = asyncio.ensure_future(slots.acquire(5))
+        while slots.waiting < 1:  # wait on state: the second request waits for the slot
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the waiter is parked on the semaphore
+        slots.release()  # the slot frees in the tick the waiting request's client leaves
+        waiter.cancel()
+        outcome = await asyncio.gather(waiter, return_exceptions=True)
+        return outcome[0], slots.in_use, slots.waiting, slots._free.locked()
+
+    outcome, in_use, waiting, locked = asyncio.run(scenario())
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert (in_use, waiting, locked) == (0, 0, False)  # the slot went back: nothing leaked
