@@ -193,6 +193,14 @@ def _wants_page(scope: dict) -> bool:
     return False
 
 
+def _cors_headers(scope: dict, name: str) -> list[tuple[bytes, bytes]]:
+    """The widget API is called cross-origin (bearer token, no cookies): let any caller read the
+    refusal — it carries nothing but `overloaded` and Retry-After — so it can back off."""
+    if not name.startswith("widget_"):
+        return []
+    return [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", b"Retry-After")]
+
+
 async def _refuse(scope: dict, send, name: str) -> None:
     from mejai.overload import overloaded_body, overloaded_html, retry_after_seconds, shed_record
 
@@ -207,6 +215,9 @@ async def _refuse(scope: dict, send, name: str) -> None:
         (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(seconds).encode()), (b"cache-control", b"no-store"),
         (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+        # What SecurityMiddleware / XFrameOptionsMiddleware add to every other response.
+        (b"x-frame-options", b"DENY"), (b"cross-origin-opener-policy", b"same-origin"),
+        *_cors_headers(scope, name),
     ]})
     await send({"type": "http.response.body", "body": body})
 
@@ -220,7 +231,9 @@ class Admission:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        name = endpoint_class(scope.get("path", ""), scope)
+        # A CORS preflight is cheap and touches no database: never refused, so a cross-origin
+        # caller still gets to send its request and read the 503 (with its Retry-After) if it comes.
+        name = None if scope.get("method") == "OPTIONS" else endpoint_class(scope.get("path", ""), scope)
         if name is None:
             return await self.app(scope, receive, send)
         if not await _enter(name):

@@ -45,7 +45,7 @@ def _assert_overloaded(response: httpx.Response) -> None:
 # --- the admission wrapper on its own -------------------------------------------------------------
 
 
-def _call(app, path: str, *, accept: bytes = b"application/json"):
+def _call(app, path: str, *, accept: bytes = b"application/json", method: str = "POST"):
     """Run one request through an ASGI app; (status, headers, body, finished-event-setter)."""
     sent: list[dict] = []
 
@@ -55,7 +55,7 @@ def _call(app, path: str, *, accept: bytes = b"application/json"):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"accept", accept)]}
+    scope = {"type": "http", "method": method, "path": path, "headers": [(b"accept", accept)]}
     return app(scope, receive, send), sent
 
 
@@ -185,6 +185,28 @@ def test_admission_answers_a_page_with_a_page(settings):
     assert headers[b"content-type"].startswith(b"text/html")
     assert b"retry-after" in headers
     assert "잠시 바빠요" in sent[1]["body"].decode()
+
+
+def test_a_widget_refusal_is_readable_cross_origin_and_carries_the_security_headers(settings):
+    settings.ADMISSION_LIMITS = {"widget_chat": 0}
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    wrapped = admission.Admission(app)
+    call, sent = _call(wrapped, "/api/widget/chat")
+    asyncio.run(call)
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503
+    assert headers[b"access-control-allow-origin"] == b"*"
+    assert b"Retry-After" in headers[b"access-control-expose-headers"]
+    assert headers[b"x-frame-options"] == b"DENY"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    # The preflight is never refused: the caller can then send the request and read the 503.
+    call, sent = _call(wrapped, "/api/widget/chat", method="OPTIONS")
+    asyncio.run(call)
+    assert sent[0]["status"] == 204
 
 
 def test_a_limit_below_zero_is_unlimited(settings):
