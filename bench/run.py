@@ -103,6 +103,9 @@ def results_write(*, command: str, statuses: dict[str, list[str]], tails: dict[s
         ),
         "",
     ]
+    goals = BENCH_DIR / "goals.md"  # the issues' targets against the latest figures, kept by hand
+    if goals.exists():
+        lines += [goals.read_text().strip(), ""]
     for area in sorted(statuses):
         status = statuses[area][0]
         section = RESULTS_DIR / f"{area}.md"
