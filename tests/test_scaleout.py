@@ -14,12 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import httpx
 import pytest
@@ -28,6 +22,7 @@ from asgiref.sync import sync_to_async
 
 from assistant.tests.support import access_token, member_make, new_client_id
 from runtime.models import Turn
+from runtime.testing.processes import web_processes
 from widgets.tests.support_api import ORIGIN, PAGE
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
@@ -36,49 +31,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 @pytest.fixture
 def two_processes(transactional_db, settings, fake_llm):
     """Two `python -m mejai.server` (daphne) processes on the test database and Redis: their base URLs."""
-    from django.db import connection
-
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-                        f"/{connection.settings_dict['NAME']}",
-        "DJANGO_SETTINGS_MODULE": "mejai.test_settings",
-        "OPENAI_BASE_URL": fake_llm.base_url, "OPENAI_API_KEY": "test-key", "LLM_MAX_RETRIES": "0",
-        "DB_POOL_MAX": "8",
-    })
-    processes, urls = [], []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "mejai.server", "-b", "127.0.0.1", "-p", str(port), "mejai.asgi:application"],
-            cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 60
-        for proc, url in zip(processes, urls, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a web process exited at start ({proc.returncode})")
-                try:
-                    urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("a web process did not start in 60 s") from None
-                    time.sleep(0.1)
-        yield urls
-    finally:
-        for proc in processes:
-            proc.terminate()
-        for proc in processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with web_processes(settings=settings, fake_llm=fake_llm, server="daphne") as addresses:
+        yield [f"http://{address}" for address in addresses]
 
 
 def _api(key: str) -> dict:
