@@ -42,6 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
+from bench.common import free_port, port_wait  # noqa: E402
 
 PG = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "mejai_bench_kakao"
@@ -192,25 +193,6 @@ def loadgen_main(args) -> None:
 
 # --- the stack under test -----------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing on port {port}")
-
-
 def stop(proc: subprocess.Popen | None) -> float:
     """SIGTERM (then SIGKILL) our own process group; returns the seconds it took to exit."""
     if proc is None or proc.poll() is not None:
@@ -321,7 +303,7 @@ class Stack:
         self.web = subprocess.Popen([str(root / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
                                      asgi], cwd=root, env=self.env, start_new_session=True,
                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/bench-kakao-daphne.log", "w"))
-        wait_port(self.port, self.web)
+        port_wait(self.port, proc=self.web, timeout=60)
 
     @staticmethod
     def _database_recreate() -> str:

@@ -33,6 +33,7 @@ DAPHNE = str(ROOT / ".venv" / "bin" / "daphne")
 
 import httpx  # noqa: E402
 
+from bench.common import free_port, port_wait  # noqa: E402
 from kakao.fakes import callback_receiver as fake  # noqa: E402  (no Django needed)
 from runtime.fakes.openai_server import FakeLLMConfig, FakeOpenAIServer  # noqa: E402
 
@@ -43,25 +44,6 @@ QUEUE = "mejai-bench-kakao"
 BOT_ID = "5ae9b76d7409b11ec845b746"
 SECRET_HEADER, SECRET = "X-Mejai-Skill-Secret", "bench-secret"
 LLM_TTFT = 0.5  # the fake model's generation time (unpaced tokens after the first)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 def stop(proc: subprocess.Popen | None) -> None:
@@ -133,7 +115,7 @@ class Stack:
              "-Q", QUEUE, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=open("/tmp/bench-kakao-worker.log", "w"))
-        wait_port(self.port, self.web)
+        port_wait(self.port, proc=self.web, timeout=60)
         time.sleep(3)  # the worker connects to Redis
 
     @property
