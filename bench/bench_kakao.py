@@ -446,8 +446,8 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="append the section to --out instead of replacing it")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for the web process (repeatable)")
     parser.add_argument("--asgi", default="mejai.asgi:application",
-                        help="the ASGI application daphne serves (bench.kakao_guarded_asgi:application: with the "
-                             "proposed Kakao guard in front of Django)")
+                        help="the ASGI application daphne serves (mejai.asgi mounts the Kakao skill guard, "
+                             "kakao/asgi.py, in front of Django)")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float)

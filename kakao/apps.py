@@ -25,7 +25,11 @@ class KakaoConfig(AppConfig):
         from runtime.models import Agent, Organization
 
         def clear(**kwargs):
-            services.bots_cache_clear(everywhere=True)
+            from django.db import transaction
+
+            # After the commit: a process that saw the new stamp earlier could reload the old row and
+            # keep it under the new stamp for BOTS_CACHE_SECONDS.
+            transaction.on_commit(lambda: services.bots_cache_clear(everywhere=True))
 
         # The cached bots carry their organization and agent: a change to any of them is seen by every process.
         for model in (KakaoBot, Agent, Organization):

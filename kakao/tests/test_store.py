@@ -25,10 +25,6 @@ def _callback_url(token: str | None = None) -> str:
     return f"https://bot-api.kakao.com/v1/bots/{BOT_ID}/callback/{token or new_token()}"
 
 
-def _on_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
 @pytest.fixture
 def returning_user(client, kakao_bot, skill_body, enqueued):
     """A Kakao user with a conversation (first contact took the ORM path); the bots cache is warm."""
@@ -37,11 +33,10 @@ def returning_user(client, kakao_bot, skill_body, enqueued):
     return KakaoUser.objects.get(bot=kakao_bot)
 
 
+@pytest.mark.postgres  # the one-statement path is PostgreSQL's (SQLite keeps the ORM path); CI fails without it
 @pytest.mark.django_db(transaction=True)
 def test_a_returning_users_acknowledgement_is_one_statement(client, kakao_bot, skill_body, enqueued, returning_user):
     """The query-count test: one SQL statement per acknowledgement on PostgreSQL, nothing else on the request."""
-    if not _on_postgres():
-        pytest.skip("the one-statement path is PostgreSQL's; SQLite keeps the ORM path")
     token = new_token()
     with CaptureQueriesContext(connection) as queries:
         response = post_skill(client, skill_body(utterance="환불 규정 알려줘", callback_url=_callback_url(token)))
@@ -119,16 +114,19 @@ def test_plain_texts_take_the_one_statement_path(text):
     assert not services.name_flow_involved(text)
 
 
+def test_without_postgresql_the_statement_steps_aside(kakao_bot, returning_user):
+    if store.supported():
+        pytest.skip("PostgreSQL: the statement runs (the test below)")
+    assert store.acknowledgement_store(bot=kakao_bot, skill=None, text="x", callback=None, now=timezone.now()) is None
+
+
+@pytest.mark.postgres
 def test_the_statement_writes_nothing_when_it_steps_aside(kakao_bot, returning_user):
     """A guard that fails (here: the session is closed) leaves every table as it was."""
     from kakao.parsing import skill_request_parse
     from kakao.security import callback_url_check
     from kakao.tests.conftest import fixture_json
 
-    if not store.supported():
-        assert store.acknowledgement_store(bot=kakao_bot, skill=None, text="x", callback=None,
-                                           now=timezone.now()) is None
-        return
     Session.objects.filter(pk=returning_user.session_id).update(status=Session.Status.CLOSED)
     body = fixture_json("skill_request_callback.json")
     body["userRequest"]["callbackUrl"] = _callback_url()
@@ -180,12 +178,15 @@ def test_a_bot_changed_in_another_process_is_seen_within_the_stamp_interval(kaka
     assert services.bots_active() == []
 
 
-def test_saving_a_bot_writes_a_new_stamp(kakao_bot):
+def test_saving_a_bot_writes_a_new_stamp_once_it_commits(kakao_bot, django_capture_on_commit_callbacks):
+    """Not before: another process seeing the stamp early could reload the old row and keep it."""
     from django.core.cache import cache
 
     before = cache.get(services.BOTS_STAMP_KEY)
-    kakao_bot.waiting_text = "잠시만요"
-    kakao_bot.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        kakao_bot.waiting_text = "잠시만요"
+        kakao_bot.save()
+        assert cache.get(services.BOTS_STAMP_KEY) == before  # still inside the transaction
     assert cache.get(services.BOTS_STAMP_KEY) not in (None, before)
 
 
