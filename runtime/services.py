@@ -411,8 +411,13 @@ def turn_interrupt_unanswered(turn_id) -> bool:
     later message of its session and a retry of it waited for the abandoned-turn rule (180 s).
     True when this call closed it (a turn already finished is left as it is)."""
     now = timezone.now()
-    return bool(Turn.objects.filter(pk=turn_id).exclude(status__in=Turn.FINISHED).update(
+    closed = bool(Turn.objects.filter(pk=turn_id).exclude(status__in=Turn.FINISHED).update(
         status=Turn.Status.INTERRUPTED, error_code="client_disconnected", completed_at=now, updated_at=now))
+    if closed:
+        # As _turn_finish does for a disconnect mid-answer: the timeline and the roll-up hear of it.
+        turn = _turn_reload(turn_id)
+        transaction.on_commit(lambda: signals.turn_finished.send(sender=Turn, turn=turn))
+    return closed
 
 
 async def turn_store_shielded(store):
@@ -459,20 +464,26 @@ def _predecessors_pending(turn: Turn) -> int:
     if not pending:
         return 0
     stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
-    stale = earlier.filter(updated_at__lt=stale_before)
+    abandoned = _turns_abandon(earlier.filter(updated_at__lt=stale_before))
+    if not abandoned:
+        return pending
+    logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
+    return earlier.count()
+
+
+def _turns_abandon(stale) -> int:
+    """Mark unfinished turns whose process stopped failed/`abandoned`; how many were. No turn_finished
+    for these (their process is gone): the overview's roll-up learns here that a closed day's turns
+    changed (the roll-up leaves abandoned turns out of its "unfinished")."""
+    from mejai.overview import days_changed
+
     created = list(stale.values_list("created_at", flat=True))
     abandoned = stale.update(
         status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."
     )
-    if not abandoned:
-        return pending
-    logger.warning("session %s: %d abandoned turn(s) marked failed", turn.session_id, abandoned)
-    # No turn_finished for these (their process is gone): the overview's roll-up learns it here that a
-    # closed day's turns changed (the roll-up leaves abandoned turns out of its "unfinished").
-    from mejai.overview import days_changed
-
-    days_changed(created=created)
-    return earlier.count()
+    if abandoned:
+        days_changed(created=created)
+    return abandoned
 
 
 def _turn_finished_or_abandoned(turn_id) -> bool:
@@ -482,8 +493,8 @@ def _turn_finished_or_abandoned(turn_id) -> bool:
     if _turn_reload(turn_id).is_finished:
         return True
     stale_before = timezone.now() - timezone.timedelta(seconds=settings.RUNTIME_TURN_STALE_SECONDS)
-    return bool(Turn.objects.filter(pk=turn_id, updated_at__lt=stale_before).exclude(status__in=Turn.FINISHED).update(
-        status=Turn.Status.FAILED, error_code="abandoned", error="The process answering this turn stopped."))
+    return bool(_turns_abandon(
+        Turn.objects.filter(pk=turn_id, updated_at__lt=stale_before).exclude(status__in=Turn.FINISHED)))
 
 
 async def _wait_until(predicate, *, timeout: float) -> None:

@@ -283,3 +283,20 @@ def test_an_abandoned_turn_does_not_keep_its_day_pending_and_its_failure_is_coun
     assert day in rollup_pending(today=today) and day not in days_pending(today=today)
     [mine] = overview_build(organizations=[organization])
     assert mine.failures == [{"code": "abandoned", "count": 1}]
+
+
+def test_a_retry_that_abandons_its_stale_turn_marks_the_day_changed_too(organization):
+    """The other route of the stale-turn rule (a retry waiting on a turn nobody answers): its day
+    rolls up again and counts the failure, as with a later turn of the session."""
+    from mejai.overview import days_pending, rollup_pending
+    from runtime.services import _turn_finished_or_abandoned
+
+    session = seed(organization, turns=[("streaming", None, "")], days_ago=3)
+    Turn.objects.filter(session=session).update(updated_at=timezone.now() - timedelta(days=3))
+    today = timezone.localdate()
+    day = today - timedelta(days=3)
+    assert day in rollup_pending(today=today) and day not in days_pending(today=today)
+    assert _turn_finished_or_abandoned(Turn.objects.get(session=session).pk) is True
+    assert day in days_pending(today=today)
+    [mine] = overview_build(organizations=[organization])
+    assert mine.failures == [{"code": "abandoned", "count": 1}]

@@ -97,3 +97,23 @@ def test_a_retry_that_leaves_while_stored_does_not_close_the_first_requests_turn
 
     asyncio.run(scenario())
     assert Turn.objects.get(pk=first.pk).status == status_before  # the retry's leaving closes nothing
+
+
+def test_a_turn_closed_before_its_answer_is_announced_as_finished(organization, agent, django_capture_on_commit_callbacks):
+    """turn_finished is sent (the end-user timeline and the overview listen), as for a disconnect mid-answer."""
+    from runtime import signals
+
+    turn, _ = services.turn_start(organization=organization, agent=agent, channel="api", text="안녕")
+    heard = []
+
+    def receiver(sender, turn, **kwargs):
+        heard.append((turn.pk, turn.status))
+
+    signals.turn_finished.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.turn_interrupt_unanswered(turn.pk) is True
+        assert services.turn_interrupt_unanswered(turn.pk) is False  # already closed: not again
+    finally:
+        signals.turn_finished.disconnect(receiver)
+    assert heard == [(turn.pk, Turn.Status.INTERRUPTED)]
