@@ -25,7 +25,9 @@ async def healthz(request):
     state = overload_state()
     if not state["degraded"]:
         return JsonResponse({"status": "ok"})
-    response = JsonResponse({"status": "degraded", "reasons": state["reasons"]})
+    # The reasons name pools and counts: for operators (READYZ_TOKEN or READYZ_DETAIL_NETWORKS) only.
+    body = {"status": "degraded", "reasons": state["reasons"]} if _detail_allowed(request) else {"status": "degraded"}
+    response = JsonResponse(body)
     response["Cache-Control"] = "no-store"
     return response
 

@@ -61,3 +61,16 @@ def test_database_connection_is_released_before_the_slow_checks():
 
     health._check_database()
     assert connection.connection is None
+
+
+def test_healthz_shows_why_it_is_degraded_only_to_operators(client, db, settings, monkeypatch):
+    from mejai import overload
+
+    settings.READYZ_TOKEN = "probe-token-123"
+    monkeypatch.setattr(overload, "overload_state",
+                        lambda: {"degraded": True, "reasons": ["database pool: 7 requests waiting"]})
+    outside = {"REMOTE_ADDR": "203.0.113.5"}
+    assert client.get("/healthz", **outside).json() == {"status": "degraded"}
+    body = client.get("/healthz", HTTP_AUTHORIZATION="Bearer probe-token-123", **outside).json()
+    assert body == {"status": "degraded", "reasons": ["database pool: 7 requests waiting"]}
+    assert "reasons" in client.get("/healthz").json()  # loopback (the container's own probe)
