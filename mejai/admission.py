@@ -121,11 +121,21 @@ async def _enter(name: str) -> bool:
     try:
         return await asyncio.wait_for(waiter[1], wait)
     except TimeoutError:
+        if _handed_over(waiter[1]):
+            return True  # the place came in the same loop step as the time-out: take it
         _give_up(name, waiter)
         return False
     except asyncio.CancelledError:
-        _give_up(name, waiter)
+        if _handed_over(waiter[1]):
+            _leave(name)  # the client left just as the place came: pass it on, never keep it
+        else:
+            _give_up(name, waiter)
         raise
+
+
+def _handed_over(future: asyncio.Future) -> bool:
+    """Whether _hand_over gave this waiter a place (Python 3.12+'s wait_for can still raise then)."""
+    return future.done() and not future.cancelled() and future.result() is True
 
 
 def _give_up(name: str, waiter: tuple) -> None:

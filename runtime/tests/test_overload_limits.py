@@ -172,6 +172,35 @@ def test_a_waiter_whose_wait_runs_out_is_refused_and_leaves_no_place_taken(setti
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("ending", [TimeoutError, asyncio.CancelledError])
+def test_a_place_handed_over_as_the_wait_ends_is_never_lost(settings, monkeypatch, ending):
+    """Python 3.12+'s wait_for may raise (time-out, or the client leaving) although the place was
+    handed over in the same loop step: the place is then taken (time-out) or passed on (cancel)."""
+    settings.ADMISSION_LIMITS = {"other": 1}
+    settings.ADMISSION_QUEUE = {"other": 5}
+    settings.ADMISSION_WAIT_SECONDS = 5
+
+    async def wait_for_that_raises_after_the_hand_over(future, timeout):
+        with admission._lock:
+            admission._waiters["other"].remove(next(w for w in admission._waiters["other"] if w[1] is future))
+        admission._hand_over("other", future)  # the holder left: its place came to this waiter
+        raise ending()
+
+    async def scenario():
+        assert admission._try_enter("other")  # the holder
+        monkeypatch.setattr(admission.asyncio, "wait_for", wait_for_that_raises_after_the_hand_over)
+        if ending is TimeoutError:
+            assert await admission._enter("other") is True
+            assert admission.admission_state()["inflight"]["other"] == 1
+            admission._leave("other")
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await admission._enter("other")
+        assert admission.admission_state()["inflight"]["other"] == 0
+
+    asyncio.run(scenario())
+
+
 def test_admission_answers_a_page_with_a_page(settings):
     settings.ADMISSION_LIMITS = {"other": 0}
 
