@@ -30,6 +30,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _overload_memory_clear():
+    """Process-wide memories of load start empty: the refusals of an earlier test (health says
+    `degraded` for OVERLOAD_DEGRADED_SECONDS after one) and /readyz's cached answer (2 s)."""
+    from mejai.overload import shed_clear
+    from runtime.health import readyz_cache_clear
+
+    shed_clear()
+    readyz_cache_clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _hot_cache_clear():
     """The per-process hot cache (runtime/hotcache.py) forgets the rows of the previous test (a
     rolled-back test's ids are reused on SQLite)."""
