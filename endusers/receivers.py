@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 def _enqueue_executor() -> ThreadPoolExecutor:
     """One thread that hands extraction jobs to the broker, so a slow or unreachable broker never
     holds up the answer (Celery retries a lost connection for a long time)."""
-    return executor("endusers-enqueue", 1)
+    return executor("endusers-enqueue", 1, background=True)
 
 
 def _send(turn_id: str) -> None:

@@ -23,7 +23,7 @@ def _in_process_executor() -> ThreadPoolExecutor:
 
     from mejai.concurrency import executor
 
-    return executor(IN_PROCESS_POOL, settings.IN_PROCESS_JOB_THREADS)
+    return executor(IN_PROCESS_POOL, settings.IN_PROCESS_JOB_THREADS, background=True)
 
 
 class InProcessResult:

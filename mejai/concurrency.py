@@ -16,9 +16,17 @@ _executors: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 
 
-def executor(name: str, max_workers: int) -> ThreadPoolExecutor:
-    """The process-wide pool called `name`; `max_workers` applies when it is first created."""
+# Pools of background bookkeeping (in-process jobs, last-used stamps): a backlog there is not load on
+# the request path, so health does not call the process degraded for it.
+_background: set[str] = set()
+
+
+def executor(name: str, max_workers: int, *, background: bool = False) -> ThreadPoolExecutor:
+    """The process-wide pool called `name`; `max_workers` applies when it is first created.
+    `background`: its work is bookkeeping off the request path (see executor_backlogs)."""
     with _lock:
+        if background:
+            _background.add(name)
         pool = _executors.get(name)
         if pool is None:
             pool = _executors[name] = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix=name)
@@ -62,10 +70,11 @@ def executor_backlog(name: str) -> int:
     return pool._work_queue.qsize() if pool is not None else 0
 
 
-def executor_backlogs() -> dict[str, int]:
-    """Jobs waiting for a thread, per named pool (for health: a backlog means the pool is saturated)."""
+def executor_backlogs(*, background: bool = False) -> dict[str, int]:
+    """Jobs waiting for a thread, per named pool on the request path (for health: a backlog means the
+    pool is saturated); `background=True` adds the bookkeeping pools."""
     with _lock:
-        pools = dict(_executors)
+        pools = {name: pool for name, pool in _executors.items() if background or name not in _background}
     return {name: pool._work_queue.qsize() for name, pool in pools.items()}
 
 

@@ -92,7 +92,7 @@ def _last_used_note(key: ApiKey) -> None:
         if written is not None and now - written <= LAST_USED_RESOLUTION_SECONDS:
             return
         _last_used_written[key.pk] = now
-    executor("api-key-last-used", 1).submit(_last_used_write, key.pk, timezone.now())
+    executor("api-key-last-used", 1, background=True).submit(_last_used_write, key.pk, timezone.now())
 
 
 def _last_used_write(key_id: int, when) -> None:
@@ -106,7 +106,7 @@ def _last_used_write(key_id: int, when) -> None:
 
 def api_key_last_used_flush() -> None:
     """Wait until the queued last_used_at writes are done (tests, shutdown)."""
-    executor("api-key-last-used", 1).submit(lambda: None).result(timeout=30)
+    executor("api-key-last-used", 1, background=True).submit(lambda: None).result(timeout=30)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

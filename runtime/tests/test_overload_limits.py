@@ -418,3 +418,24 @@ def test_a_saturated_database_pool_answers_503_overloaded(live_server_asgi, api_
     answered = httpx.post(live_server_asgi.url + "/api/runtime/chat", json={"message": "이제 돼요?"},
                           headers=_headers(api_key), timeout=20)
     assert answered.status_code == 200, answered.text
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_only_a_backlog_on_the_request_path_makes_the_process_degraded(background):
+    """In-process jobs or last-used stamps waiting for their thread are bookkeeping, not load."""
+    import threading as _threading
+
+    from mejai.concurrency import executor
+    from mejai.overload import overload_state
+
+    pool = executor(f"test-backlog-{background}", 1, background=background)
+    go = _threading.Event()
+    running = _threading.Event()
+    pool.submit(lambda: (running.set(), go.wait(10)))
+    waiting = pool.submit(lambda: None)  # the backlog: one job waits for the pool's only thread
+    running.wait(10)
+    try:
+        assert overload_state()["degraded"] is (not background)
+    finally:
+        go.set()
+        waiting.result(10)
